@@ -1,0 +1,1 @@
+"""Backend workers and their runtimes (not built yet; see the issues)."""

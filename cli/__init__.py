@@ -1,0 +1,1 @@
+"""The `infc` command line: parses arguments, does the I/O, prints."""

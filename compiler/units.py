@@ -1,0 +1,34 @@
+"""Units of the quantities a spec may write, converted to base units."""
+
+from __future__ import annotations
+
+DURATION = {"us": 1e-6, "ms": 1e-3, "s": 1.0}  # to seconds
+RATE = {"rps": 1.0}  # to requests per second
+PERCENT = {"%": 1.0}
+SIZE = {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}  # to bytes
+
+ALL_UNITS = {**DURATION, **RATE, **PERCENT, **SIZE}
+
+KIND_OF_UNITS = {
+    "duration": DURATION,
+    "rate": RATE,
+    "percentage": PERCENT,
+    "size": SIZE,
+}
+
+
+def format_duration(seconds: float) -> str:
+    """A readable duration: 2ms, 0.5ms, 150us, 1.2s."""
+    if seconds >= 1:
+        return f"{seconds:.3g}s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g}ms"
+    return f"{seconds * 1e6:.3g}us"
+
+
+def format_rate(rps: float) -> str:
+    if rps >= 1e6:
+        return f"{rps / 1e6:.3g}M rps"
+    if rps >= 1e4:
+        return f"{rps / 1e3:.3g}k rps"
+    return f"{rps:.4g} rps"

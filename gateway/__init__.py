@@ -1,0 +1,1 @@
+"""The gRPC gateway that executes a routing plan (not built yet; see the issues)."""
