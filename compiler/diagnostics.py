@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from inferplane.compiler.spans import Span
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     ERROR = "error"
     WARNING = "warning"
 
@@ -127,15 +127,11 @@ class Diagnostics:
         notes: tuple[Note, ...] | list[Note] = (),
         help: str = "",
     ) -> None:
-        self.items.append(
-            Diagnostic(code, message, span, self.file, label, tuple(notes), help)
-        )
+        self.items.append(Diagnostic(code, message, span, self.file, label, tuple(notes), help))
 
     @property
     def has_errors(self) -> bool:
         return any(d.is_error for d in self.items)
 
     def sorted(self) -> list[Diagnostic]:
-        return sorted(
-            self.items, key=lambda d: (d.span.line, d.span.column, d.code.code)
-        )
+        return sorted(self.items, key=lambda d: (d.span.line, d.span.column, d.code.code))

@@ -101,9 +101,7 @@ def _lex(text: str, diagnostics: Diagnostics) -> tuple[list[Token], list[Comment
         break
     else:  # pragma: no cover - only a file made of bad characters gets here
         return [], []
-    comments = [
-        Comment(str(t), _token_span(t)) for t in tokens if t.type == "COMMENT"
-    ]
+    comments = [Comment(str(t), _token_span(t)) for t in tokens if t.type == "COMMENT"]
     ignored = set(lark.ignore_tokens)
     return [t for t in tokens if t.type not in ignored], comments
 
@@ -116,7 +114,7 @@ def _report_character(text: str, e: UnexpectedCharacters, out: Diagnostics) -> N
             codes.SYNTAX,
             "unterminated string",
             span,
-            label="this string has no closing `\"` on its line",
+            label='this string has no closing `"` on its line',
             help='strings end on the line they start; write a newline as "\\n"',
         )
     else:
@@ -224,9 +222,7 @@ def _balance(tokens: list[Token]) -> int:
 
 
 def _opens_indented_body(tokens: list[Token], nl_index: int) -> bool:
-    follower = next(
-        (t for t in tokens[nl_index:] if t.type != "_NL"), None
-    )
+    follower = next((t for t in tokens[nl_index:] if t.type != "_NL"), None)
     return follower is not None and follower.column > 1 and follower.type != "RBRACE"
 
 
@@ -260,8 +256,14 @@ def _report_token(
 ) -> None:
     span = _token_span(token)
     if token.type == "_NL":  # point at the end of the line, not the next one
-        span = Span(token.line, token.column, token.line, token.column + 1,
-                    token.start_pos, token.start_pos + 1)
+        span = Span(
+            token.line,
+            token.column,
+            token.line,
+            token.column + 1,
+            token.start_pos,
+            token.start_pos + 1,
+        )
     expected = set(e.expected or ())
     if depth == 0 and "LBRACE" in expected:
         expected = {"LBRACE"}  # a top-level header needs its block
@@ -271,6 +273,18 @@ def _report_token(
         help_text = "a definition's fields go in a `{ … }` block"
     elif token.type == "LBRACE":
         help_text = "a block opens at the end of the line that names it"
+    if open_brackets and open_brackets[-1].line < token.line:
+        # A bracket left open on an earlier line: that line is the one to fix.
+        bracket = open_brackets[-1]
+        out.add(
+            codes.SYNTAX,
+            "this `[` is never closed",
+            _token_span(bracket),
+            label="unclosed `[`",
+            notes=[Note(f"found {_describe(token)} on line {token.line} instead of `]`", span)],
+            help="close the list with `]`; lists may span lines",
+        )
+        return
     notes = [Note("this `[` is not closed", _token_span(b)) for b in open_brackets[-1:]]
     out.add(
         codes.SYNTAX,
@@ -303,8 +317,9 @@ def _report_eof(e: UnexpectedToken, open_braces: list[Token], out: Diagnostics) 
 
 
 def _token_span(token: Token) -> Span:
-    return Span(token.line, token.column, token.end_line, token.end_column,
-                token.start_pos, token.end_pos)
+    return Span(
+        token.line, token.column, token.end_line, token.end_column, token.start_pos, token.end_pos
+    )
 
 
 def _tree_span(tree: Tree) -> Span:
@@ -349,9 +364,17 @@ class _Builder:
             opener, *dims = node.children
             name = str(opener)[:-1]
             start = _token_span(opener)
-            dtype = Word(name, Span(start.line, start.column, start.line,
-                                    start.column + len(name), start.offset,
-                                    start.offset + len(name)))
+            dtype = Word(
+                name,
+                Span(
+                    start.line,
+                    start.column,
+                    start.line,
+                    start.column + len(name),
+                    start.offset,
+                    start.offset + len(name),
+                ),
+            )
             return TensorType(dtype, tuple(self.value(d) for d in dims), span)  # type: ignore[misc]
         raise AssertionError(f"unexpected tree {node.data}")
 

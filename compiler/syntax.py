@@ -8,7 +8,6 @@ so that the formatter can print them as written.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 from inferplane.compiler.spans import Span
 
@@ -98,7 +97,7 @@ class TensorType:
         return f"{self.dtype.text}[" + ", ".join(d.raw for d in self.dims) + "]"
 
 
-Value = Union[Word, Ref, String, Number, Quantity, Range, ListValue, TensorType]
+Value = Word | Ref | String | Number | Quantity | Range | ListValue | TensorType
 
 
 @dataclass(frozen=True, slots=True)

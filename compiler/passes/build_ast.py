@@ -114,21 +114,29 @@ class _Builder:
     def values(self, stmt: Statement, count: int, shape: str) -> tuple[Value, ...]:
         """Exactly `count` values and no block, else E0201 with the expected shape."""
         if stmt.block is not None:
-            raise self.wrong(stmt.block.span, f"`{stmt.key.raw}` takes no block",
-                             help=f"write `{shape}`")
+            raise self.wrong(
+                stmt.block.span, f"`{stmt.key.raw}` takes no block", help=f"write `{shape}`"
+            )
         if len(stmt.values) < count:
-            raise self.wrong(stmt.span, f"`{stmt.key.raw}` needs a value: `{shape}`",
-                             label="incomplete")
+            raise self.wrong(
+                stmt.span, f"`{stmt.key.raw}` needs a value: `{shape}`", label="incomplete"
+            )
         if len(stmt.values) > count:
             extra = stmt.values[count]
-            raise self.wrong(extra.span, f"unexpected {_describe(extra)} in `{stmt.key.raw}`",
-                             help=f"write `{shape}`")
+            raise self.wrong(
+                extra.span,
+                f"unexpected {_describe(extra)} in `{stmt.key.raw}`",
+                help=f"write `{shape}`",
+            )
         return stmt.values
 
     def string(self, value: Value, what: str) -> ast.Spanned[str]:
         if not isinstance(value, String):
-            raise self.wrong(value.span, f"{what} must be a string, not {_describe(value)}",
-                             help=f'quote it: "{value.raw}"' if isinstance(value, Word) else "")
+            raise self.wrong(
+                value.span,
+                f"{what} must be a string, not {_describe(value)}",
+                help=f'quote it: "{value.raw}"' if isinstance(value, Word) else "",
+            )
         return ast.Spanned(value.value, value.span)
 
     def integer(self, value: Value, what: str) -> ast.Spanned[int]:
@@ -137,16 +145,21 @@ class _Builder:
         help_text = "a whole number such as `4`"
         if isinstance(value, Quantity):
             help_text = f"drop the unit: `{value.raw.removesuffix(value.unit)}`"
-        raise self.wrong(value.span, f"{what} must be a whole number, not {_describe(value)}",
-                         help=help_text)
+        raise self.wrong(
+            value.span, f"{what} must be a whole number, not {_describe(value)}", help=help_text
+        )
 
     def choice(self, value: Value, options: Sequence[str], what: str) -> ast.Spanned[str]:
         if isinstance(value, Word) and value.text in options:
             return ast.Spanned(value.text, value.span)
         word = value.raw
         help_text = did_you_mean(word, options) or f"use {one_of(options)}"
-        raise self.wrong(value.span, f"unknown {what} `{word}`",
-                         label=f"expected {one_of(options)}", help=help_text)
+        raise self.wrong(
+            value.span,
+            f"unknown {what} `{word}`",
+            label=f"expected {one_of(options)}",
+            help=help_text,
+        )
 
     def quantity(self, value: Value, kind: str, what: str) -> ast.Spanned[float]:
         table = units.KIND_OF_UNITS[kind]
@@ -163,10 +176,16 @@ class _Builder:
             )
         if isinstance(value, Number):
             example = next(iter(table))
-            raise self.wrong(value.span, f"{what} needs a unit: a {kind} in {valid}",
-                             help=f"write it glued to its unit: `{value.raw}{example}`")
-        raise self.wrong(value.span, f"{what} takes a {kind}, not {_describe(value)}",
-                         help=f"the units of a {kind} are {valid}")
+            raise self.wrong(
+                value.span,
+                f"{what} needs a unit: a {kind} in {valid}",
+                help=f"write it glued to its unit: `{value.raw}{example}`",
+            )
+        raise self.wrong(
+            value.span,
+            f"{what} takes a {kind}, not {_describe(value)}",
+            help=f"the units of a {kind} are {valid}",
+        )
 
     def name(self, value: Value, what: str) -> ast.Spanned[str]:
         if not isinstance(value, Word):
@@ -176,8 +195,11 @@ class _Builder:
     def address(self, value: Value, what: str) -> ast.Spanned[str]:
         text = self.string(value, what)
         if not _HOST_PORT.match(text.value) and not text.value.startswith("unix:"):
-            raise self.wrong(value.span, f"{what} `{text.value}` is not HOST:PORT",
-                             help='write it as "127.0.0.1:8001" or "unix:/path/to.sock"')
+            raise self.wrong(
+                value.span,
+                f"{what} `{text.value}` is not HOST:PORT",
+                help='write it as "127.0.0.1:8001" or "unix:/path/to.sock"',
+            )
         return text
 
     def read(self, read: Callable[[], object]) -> object | None:
@@ -186,13 +208,15 @@ class _Builder:
         except _Skip:
             return None
 
-    def one(self, grouped: dict[str, list[Statement]], key: str,
-            read: Callable[[Statement], object]) -> object | None:
+    def one(
+        self, grouped: dict[str, list[Statement]], key: str, read: Callable[[Statement], object]
+    ) -> object | None:
         stmts = grouped.get(key)
         return self.read(lambda: read(stmts[0])) if stmts else None
 
-    def many(self, grouped: dict[str, list[Statement]], key: str,
-             read: Callable[[Statement], object]) -> list:
+    def many(
+        self, grouped: dict[str, list[Statement]], key: str, read: Callable[[Statement], object]
+    ) -> list:
         found = (self.read(lambda s=s: read(s)) for s in grouped.get(key, ()))
         return [item for item in found if item is not None]
 
@@ -233,16 +257,24 @@ class _Builder:
     def definition_name(self, stmt: Statement) -> ast.Spanned[str]:
         kind = stmt.key.raw
         if not stmt.values:
-            raise self.wrong(stmt.key.span, f"`{kind}` needs a name", label="no name",
-                             help=f"write `{kind} NAME {{ … }}`")
+            raise self.wrong(
+                stmt.key.span,
+                f"`{kind}` needs a name",
+                label="no name",
+                help=f"write `{kind} NAME {{ … }}`",
+            )
         if len(stmt.values) > 1:
-            raise self.wrong(stmt.values[1].span,
-                             f"unexpected {_describe(stmt.values[1])} after the {kind}'s name",
-                             help=f"write `{kind} NAME {{ … }}`")
+            raise self.wrong(
+                stmt.values[1].span,
+                f"unexpected {_describe(stmt.values[1])} after the {kind}'s name",
+                help=f"write `{kind} NAME {{ … }}`",
+            )
         if isinstance(stmt.values[0], Ref):
-            raise self.wrong(stmt.values[0].span,
-                             f"a {kind} name takes no `@version`",
-                             help="set a model's version with the `version` field")
+            raise self.wrong(
+                stmt.values[0].span,
+                f"a {kind} name takes no `@version`",
+                help="set a model's version with the `version` field",
+            )
         return self.name(stmt.values[0], f"a {kind}'s name")
 
     def header(self, stmt: Statement) -> Span:
@@ -253,14 +285,21 @@ class _Builder:
 
     def gateway(self, stmt: Statement) -> ast.Gateway:
         if stmt.values:
-            raise self.wrong(stmt.values[0].span, "`gateway` takes no name",
-                             help="write `gateway { … }`")
+            raise self.wrong(
+                stmt.values[0].span, "`gateway` takes no name", help="write `gateway { … }`"
+            )
         g = self.fields(stmt.block, "gateway", "the gateway", stmt.key.span)
         return ast.Gateway(
-            listen=self.one(g, "listen", lambda s: self.address(self.values(
-                s, 1, 'listen "HOST:PORT"')[0], "`listen`")),
-            metrics=self.one(g, "metrics", lambda s: self.address(self.values(
-                s, 1, 'metrics "HOST:PORT"')[0], "`metrics`")),
+            listen=self.one(
+                g,
+                "listen",
+                lambda s: self.address(self.values(s, 1, 'listen "HOST:PORT"')[0], "`listen`"),
+            ),
+            metrics=self.one(
+                g,
+                "metrics",
+                lambda s: self.address(self.values(s, 1, 'metrics "HOST:PORT"')[0], "`metrics`"),
+            ),
             tls=self.one(g, "tls", self.tls),
             auth_tokens_env=self.one(g, "auth", self.auth),
             max_message=self.one(g, "max_message", lambda s: self.size(s)),
@@ -272,14 +311,19 @@ class _Builder:
             raise self.wrong(stmt.span, "`tls` takes a block: `tls { cert … key … }`")
         t = self.fields(stmt.block, "tls", "`tls`", stmt.key.span)
         read = {
-            key: self.one(t, key, lambda s, k=key: self.string(
-                self.values(s, 1, f'{k} "PATH"')[0], f"`{k}`"))
+            key: self.one(
+                t, key, lambda s, k=key: self.string(self.values(s, 1, f'{k} "PATH"')[0], f"`{k}`")
+            )
             for key in schema.FIELDS["tls"]
         }
         for needed in ("cert", "key"):
             if needed not in t:
-                self.out.add(codes.MISSING_FIELD, f"`tls` has no `{needed}`", stmt.key.span,
-                             help=f'add `{needed} "PATH"`: TLS needs a certificate and its key')
+                self.out.add(
+                    codes.MISSING_FIELD,
+                    f"`tls` has no `{needed}`",
+                    stmt.key.span,
+                    help=f'add `{needed} "PATH"`: TLS needs a certificate and its key',
+                )
         return ast.Tls(read["cert"], read["key"], read["client_ca"], stmt.span)
 
     def auth(self, stmt: Statement) -> ast.Spanned[str]:
@@ -299,18 +343,31 @@ class _Builder:
         g = self.fields(stmt.block, "target", owner, self.header(stmt))
         return ast.Target(
             name=name,
-            hardware=self.one(g, "hardware", lambda s: self.choice(
-                self.values(s, 1, "hardware cpu|gpu|tpu")[0], schema.HARDWARE, "hardware")),
+            hardware=self.one(
+                g,
+                "hardware",
+                lambda s: self.choice(
+                    self.values(s, 1, "hardware cpu|gpu|tpu")[0], schema.HARDWARE, "hardware"
+                ),
+            ),
             location=self.one(g, "location", self.location),
             replicas=self.one(g, "replicas", self.replicas),
-            threads=self.one(g, "threads", lambda s: self.integer(
-                self.values(s, 1, "threads N")[0], "`threads`")),
-            accelerator=self.one(g, "accelerator", lambda s: self.string(
-                self.values(s, 1, 'accelerator "A100"')[0], "`accelerator`")),
-            devices=self.one(g, "devices", lambda s: self.integer(
-                self.values(s, 1, "devices N")[0], "`devices`")),
-            topology=self.one(g, "topology", lambda s: self.string(
-                self.values(s, 1, 'topology "2x2"')[0], "`topology`")),
+            threads=self.one(
+                g, "threads", lambda s: self.integer(self.values(s, 1, "threads N")[0], "`threads`")
+            ),
+            accelerator=self.one(
+                g,
+                "accelerator",
+                lambda s: self.string(self.values(s, 1, 'accelerator "A100"')[0], "`accelerator`"),
+            ),
+            devices=self.one(
+                g, "devices", lambda s: self.integer(self.values(s, 1, "devices N")[0], "`devices`")
+            ),
+            topology=self.one(
+                g,
+                "topology",
+                lambda s: self.string(self.values(s, 1, 'topology "2x2"')[0], "`topology`"),
+            ),
             workers=self.one(g, "workers", self.workers) or (),
             span=stmt.span,
         )
@@ -335,8 +392,11 @@ class _Builder:
     def workers(self, stmt: Statement) -> tuple[ast.Spanned[str], ...]:
         (value,) = self.values(stmt, 1, 'workers ["HOST:PORT", …]')
         if not isinstance(value, ListValue):
-            raise self.wrong(value.span, f"`workers` takes a list, not {_describe(value)}",
-                             help=f"write `workers [{value.raw}]`")
+            raise self.wrong(
+                value.span,
+                f"`workers` takes a list, not {_describe(value)}",
+                help=f"write `workers [{value.raw}]`",
+            )
         found = (self.read(lambda v=v: self.address(v, "a worker address")) for v in value.items)
         return tuple(w for w in found if w is not None)
 
@@ -348,8 +408,11 @@ class _Builder:
         latency, throughput, availability, redactions = [], [], [], []
         on_prem = []
         for slo in self.many(g, "slo", self.slo):
-            {ast.LatencySlo: latency, ast.ThroughputSlo: throughput,
-             ast.AvailabilitySlo: availability}[type(slo)].append(slo)
+            {
+                ast.LatencySlo: latency,
+                ast.ThroughputSlo: throughput,
+                ast.AvailabilitySlo: availability,
+            }[type(slo)].append(slo)
         for rule in self.many(g, "privacy", self.privacy):
             (redactions if isinstance(rule, ast.Redaction) else on_prem).append(rule)
         self.no_repeats(latency, lambda s: s.percentile.value, "slo")
@@ -360,13 +423,25 @@ class _Builder:
         default_precision = ast.Spanned("fp32", name.span)
         return ast.Model(
             name=name,
-            version=self.one(g, "version", lambda s: self.integer(
-                self.values(s, 1, "version N")[0], "`version`")) or default_version,
-            source=self.one(g, "source", lambda s: self.string(
-                self.values(s, 1, 'source "PATH.onnx"')[0], "`source`")),
-            precision=self.one(g, "precision", lambda s: self.choice(
-                self.values(s, 1, "precision fp32|fp16|bf16|int8")[0],
-                schema.PRECISIONS, "precision")) or default_precision,
+            version=self.one(
+                g, "version", lambda s: self.integer(self.values(s, 1, "version N")[0], "`version`")
+            )
+            or default_version,
+            source=self.one(
+                g,
+                "source",
+                lambda s: self.string(self.values(s, 1, 'source "PATH.onnx"')[0], "`source`"),
+            ),
+            precision=self.one(
+                g,
+                "precision",
+                lambda s: self.choice(
+                    self.values(s, 1, "precision fp32|fp16|bf16|int8")[0],
+                    schema.PRECISIONS,
+                    "precision",
+                ),
+            )
+            or default_precision,
             inputs=tuple(self.many(g, "input", self.tensor)),
             outputs=tuple(self.many(g, "output", self.tensor)),
             shards=tuple(self.many(g, "shard", self.shard)),
@@ -391,8 +466,12 @@ class _Builder:
                     f"`{field} {k}` is given more than once",
                     span,
                     label="given again here",
-                    notes=[Note("first given here",
-                                earlier if isinstance(earlier, Span) else earlier.span)],
+                    notes=[
+                        Note(
+                            "first given here",
+                            earlier if isinstance(earlier, Span) else earlier.span,
+                        )
+                    ],
                     help="keep one of them",
                 )
                 items.remove(item)
@@ -408,31 +487,42 @@ class _Builder:
         elif isinstance(name_value, Word) and _IDENTIFIER.match(name_value.text):
             name = ast.Spanned(name_value.text, name_value.span)
         elif isinstance(name_value, Word):
-            raise self.wrong(name_value.span,
-                             f"tensor name `{name_value.text}` must be quoted",
-                             help=f'bare tensor names are identifiers; write "{name_value.text}"')
+            raise self.wrong(
+                name_value.span,
+                f"tensor name `{name_value.text}` must be quoted",
+                help=f'bare tensor names are identifiers; write "{name_value.text}"',
+            )
         else:
-            raise self.wrong(name_value.span,
-                             f"expected a tensor name, not {_describe(name_value)}",
-                             help=f"write `{shape}`")
+            raise self.wrong(
+                name_value.span,
+                f"expected a tensor name, not {_describe(name_value)}",
+                help=f"write `{shape}`",
+            )
         if not isinstance(type_value, TensorType):
-            raise self.wrong(type_value.span,
-                             f"expected a tensor type such as `fp32[batch, 30]`, "
-                             f"not {_describe(type_value)}",
-                             help="write the dtype glued to its dimensions: `fp32[batch, 30]`")
+            raise self.wrong(
+                type_value.span,
+                f"expected a tensor type such as `fp32[batch, 30]`, not {_describe(type_value)}",
+                help="write the dtype glued to its dimensions: `fp32[batch, 30]`",
+            )
         dtype = self.choice(type_value.dtype, tuple(schema.DTYPES), "dtype")
         dims: list[ast.Spanned[int | str]] = []
         for i, dim in enumerate(type_value.dims):
             if isinstance(dim, Word) and dim.text == ast.BATCH:
                 if i != 0:
-                    raise self.wrong(dim.span, "`batch` must be the first dimension",
-                                     help="the dynamic batch axis comes first")
+                    raise self.wrong(
+                        dim.span,
+                        "`batch` must be the first dimension",
+                        help="the dynamic batch axis comes first",
+                    )
                 dims.append(ast.Spanned(ast.BATCH, dim.span))
             elif isinstance(dim, Number) and dim.is_integer:
                 dims.append(ast.Spanned(int(dim.value), dim.span))
             else:
-                raise self.wrong(dim.span, f"unknown dimension `{dim.raw}`",
-                                 help="a dimension is a whole number or `batch`")
+                raise self.wrong(
+                    dim.span,
+                    f"unknown dimension `{dim.raw}`",
+                    help="a dimension is a whole number or `batch`",
+                )
         return ast.Tensor(name, dtype, tuple(dims), stmt.span)
 
     def shard(self, stmt: Statement) -> ast.Shard:
@@ -467,12 +557,19 @@ class _Builder:
             if not values:
                 raise self.wrong(word.span, f"`{key}` needs a value", help=f"write `{shape}`")
             value = values.pop(0)
-            options[key] = (self.integer(value, "`batch max`") if key == "max"
-                            else self.quantity(value, "duration", "`window`"))
+            options[key] = (
+                self.integer(value, "`batch max`")
+                if key == "max"
+                else self.quantity(value, "duration", "`window`")
+            )
         for needed in ("max", "window"):
             if needed not in options:
-                self.out.add(codes.MISSING_FIELD, f"`batch` has no `{needed}`", stmt.key.span,
-                             help=f"write `{shape}`")
+                self.out.add(
+                    codes.MISSING_FIELD,
+                    f"`batch` has no `{needed}`",
+                    stmt.key.span,
+                    help=f"write `{shape}`",
+                )
                 raise _Skip()
         return ast.Batch(options["max"], options["window"], fixed, stmt.span)
 
@@ -485,7 +582,8 @@ class _Builder:
             return ast.ThroughputSlo(self.quantity(value, "rate", "`slo throughput`"), stmt.span)
         if kind.value == "availability":
             return ast.AvailabilitySlo(
-                self.quantity(value, "percentage", "`slo availability`"), stmt.span)
+                self.quantity(value, "percentage", "`slo availability`"), stmt.span
+            )
         seconds = self.quantity(value, "duration", f"`slo {kind.value}`")
         return ast.LatencySlo(kind, seconds, stmt.span)
 
@@ -508,8 +606,11 @@ class _Builder:
             value = values.pop(0)
             if isinstance(value, Word) and value.text == "pattern":
                 if not values or not isinstance(values[0], String):
-                    raise self.wrong(value.span, "`pattern` needs a quoted regular expression",
-                                     help='write `pattern "ORD-[0-9]{8}"`')
+                    raise self.wrong(
+                        value.span,
+                        "`pattern` needs a quoted regular expression",
+                        help='write `pattern "ORD-[0-9]{8}"`',
+                    )
                 regex = values.pop(0)
                 try:
                     re.compile(regex.value)
@@ -519,23 +620,34 @@ class _Builder:
                 continue
             kinds.append(self.choice(value, (*schema.REDACT_KINDS, "pattern"), "redaction kind"))
         if not kinds and not patterns:
-            raise self.wrong(stmt.values[0].span, "`redact` needs at least one kind",
-                             help=f"the kinds are {one_of(schema.REDACT_KINDS)} and "
-                                  '`pattern "REGEX"`')
+            raise self.wrong(
+                stmt.values[0].span,
+                "`redact` needs at least one kind",
+                help=f'the kinds are {one_of(schema.REDACT_KINDS)} and `pattern "REGEX"`',
+            )
         if not values:
-            raise self.wrong(stmt.span, "`redact` needs `in INPUT`", label="no input named",
-                             help=f"write `{shape}`")
+            raise self.wrong(
+                stmt.span,
+                "`redact` needs `in INPUT`",
+                label="no input named",
+                help=f"write `{shape}`",
+            )
         in_word = values.pop(0)
         if not values:
-            raise self.wrong(in_word.span, "`in` needs the input to redact", help=f"write `{shape}`")
+            raise self.wrong(
+                in_word.span, "`in` needs the input to redact", help=f"write `{shape}`"
+            )
         target = values.pop(0)
         if isinstance(target, String):
             input_name = ast.Spanned(target.value, target.span)
         else:
             input_name = self.name(target, "the redacted input")
         if values:
-            raise self.wrong(values[0].span, f"unexpected {_describe(values[0])} in `redact`",
-                             help=f"write one rule per input: `{shape}`")
+            raise self.wrong(
+                values[0].span,
+                f"unexpected {_describe(values[0])} in `redact`",
+                help=f"write one rule per input: `{shape}`",
+            )
         return ast.Redaction(tuple(kinds), tuple(patterns), input_name, stmt.span)
 
     # ---- route ------------------------------------------------------------------
@@ -553,35 +665,61 @@ class _Builder:
             if entry is not None:
                 entries.append(entry)
         for extra in fallbacks[1:]:
-            self.out.add(codes.REPEATED_FIELD, f"{owner} has more than one `fallback`",
-                         extra.span, notes=[Note("first given here", fallbacks[0].span)],
-                         help="a route falls back to one model")
+            self.out.add(
+                codes.REPEATED_FIELD,
+                f"{owner} has more than one `fallback`",
+                extra.span,
+                notes=[Note("first given here", fallbacks[0].span)],
+                help="a route falls back to one model",
+            )
         if not entries:
-            self.out.add(codes.MISSING_FIELD, f"{owner} sends traffic to no model",
-                         self.header(stmt), help="add lines such as `fraud-scorer@3 100%`")
+            self.out.add(
+                codes.MISSING_FIELD,
+                f"{owner} sends traffic to no model",
+                self.header(stmt),
+                help="add lines such as `fraud-scorer@3 100%`",
+            )
         return ast.Route(name, tuple(entries), fallbacks[0] if fallbacks else None, stmt.span)
 
     def model_ref(self, value: Value | Word | Ref) -> ast.ModelRef:
         if isinstance(value, Ref):
             at = value.span.column + len(value.name)
-            name_span = Span(value.span.line, value.span.column, value.span.line, at,
-                             value.span.offset, value.span.offset + len(value.name))
-            version_span = Span(value.span.line, at + 1, value.span.end_line,
-                                value.span.end_column, name_span.end_offset + 1,
-                                value.span.end_offset)
-            return ast.ModelRef(ast.Spanned(value.name, name_span),
-                                ast.Spanned(value.version, version_span), value.span)
+            name_span = Span(
+                value.span.line,
+                value.span.column,
+                value.span.line,
+                at,
+                value.span.offset,
+                value.span.offset + len(value.name),
+            )
+            version_span = Span(
+                value.span.line,
+                at + 1,
+                value.span.end_line,
+                value.span.end_column,
+                name_span.end_offset + 1,
+                value.span.end_offset,
+            )
+            return ast.ModelRef(
+                ast.Spanned(value.name, name_span),
+                ast.Spanned(value.version, version_span),
+                value.span,
+            )
         if isinstance(value, Word):
             return ast.ModelRef(ast.Spanned(value.text, value.span), None, value.span)
-        raise self.wrong(value.span, f"expected a model (`name` or `name@version`), "
-                                     f"not {_describe(value)}")
+        raise self.wrong(
+            value.span, f"expected a model (`name` or `name@version`), not {_describe(value)}"
+        )
 
     def route_entry(self, stmt: Statement, owner: str) -> ast.RouteEntry:
         shape = "MODEL[@VERSION] PERCENT"
         if not stmt.values and isinstance(stmt.key, Word):
-            raise self.wrong(stmt.span, f"`{stmt.key.text}` in {owner} has no percentage",
-                             help=f"each line of a route is `{shape}`, e.g. "
-                                  f"`{stmt.key.text} 100%`, or `fallback MODEL`")
+            raise self.wrong(
+                stmt.span,
+                f"`{stmt.key.text}` in {owner} has no percentage",
+                help=f"each line of a route is `{shape}`, e.g. "
+                f"`{stmt.key.text} 100%`, or `fallback MODEL`",
+            )
         (percent,) = self.values(stmt, 1, shape)
         model = self.model_ref(stmt.key)
         share = self.quantity(percent, "percentage", f"the share of `{model.text}`")

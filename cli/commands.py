@@ -1,0 +1,155 @@
+"""The `infc` subcommands: read files, call the compiler, print, return an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from inferplane.cli.console import Console
+from inferplane.compiler import render
+from inferplane.compiler.compilation import Compilation
+from inferplane.compiler.diff import diff_plans, render_diff
+from inferplane.compiler.fmt import format_text
+from inferplane.compiler.plan import Plan, load_plan
+from inferplane.compiler.review import ANSI, PLAIN, render_plan
+
+OK, ERRORS, CHANGES = 0, 1, 2
+_HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d+$")
+
+
+def _read(path: str, console: Console) -> str | None:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        console.error(f"infc: cannot read {path}: {reason}")
+        return None
+
+
+def _compile(path: str, console: Console) -> Compilation | None:
+    text = _read(path, console)
+    if text is None:
+        return None
+    return Compilation(text, path, Path(path).resolve().parent)
+
+
+def check(args: argparse.Namespace, console: Console) -> int:
+    status = OK
+    records = []
+    for path in args.specs:
+        compilation = _compile(path, console)
+        if compilation is None:
+            status = ERRORS
+            continue
+        found = compilation.diagnostics
+        if compilation.has_errors:
+            status = ERRORS
+        if args.format == "json":
+            records.extend(found)
+            continue
+        console.print(render.render_human(found, compilation.text, console.colour), end="")
+        console.print(render.summary(path, found))
+    if args.format == "json":
+        console.print(render.to_json(records), end="")
+    return status
+
+
+def fmt(args: argparse.Namespace, console: Console) -> int:
+    status = OK
+    for path in args.specs:
+        text = console.stdin.read() if path == "-" else _read(path, console)
+        if text is None:
+            status = ERRORS
+            continue
+        result = format_text(text, "<stdin>" if path == "-" else path)
+        if result.text is None:
+            console.error(render.render_human(result.diagnostics, text, console.err_colour), end="")
+            console.error(f"infc: not formatting {path}: it has syntax errors")
+            status = ERRORS
+            continue
+        if path == "-":
+            console.print(result.text, end="")
+            continue
+        if result.text == text:
+            continue
+        if args.diff:
+            console.print(
+                "".join(
+                    difflib.unified_diff(
+                        text.splitlines(keepends=True),
+                        result.text.splitlines(keepends=True),
+                        fromfile=f"{path} (original)",
+                        tofile=f"{path} (formatted)",
+                    )
+                ),
+                end="",
+            )
+        if args.check:
+            console.print(f"would reformat {path}")
+            status = max(status, ERRORS)
+        elif not args.diff:
+            Path(path).write_text(result.text, encoding="utf-8")
+            console.print(f"reformatted {path}")
+    return status
+
+
+def _load_against(against: str, console: Console) -> Plan | None:
+    if not Path(against).exists() and _HOST_PORT.match(against):
+        console.error(
+            f"infc: cannot compare with the gateway at {against}: reading a running "
+            "gateway's plan needs its admin service, which is not built yet; "
+            "compare with a plan file (`infc plan SPEC --json > plan.json`) instead"
+        )
+        return None
+    text = _read(against, console)
+    if text is None:
+        return None
+    try:
+        return load_plan(text)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the top level"
+        console.error(f"infc: {against} is not a routing plan: {first['msg']} at {where}")
+        return None
+
+
+def plan(args: argparse.Namespace, console: Console) -> int:
+    compilation = _compile(args.spec, console)
+    if compilation is None:
+        return ERRORS
+    found = compilation.diagnostics
+    result = compilation.plan
+    if result is None:
+        if args.format == "json":
+            console.error(render.to_json(found), end="")
+        else:
+            console.error(render.render_human(found, compilation.text, console.err_colour), end="")
+            console.error(render.summary(args.spec, found))
+        return ERRORS
+    warnings = [d for d in found if not d.is_error]
+    style = ANSI if console.colour else PLAIN
+    if args.against:
+        old = _load_against(args.against, console)
+        if old is None:
+            return ERRORS
+        changes = diff_plans(old, result)
+        if args.json:
+            console.print(result.to_json(), end="")
+        else:
+            console.print(render_diff(changes, style), end="")
+        changed = not changes.is_empty
+    else:
+        if args.json:
+            if warnings:
+                console.error(
+                    render.render_human(warnings, compilation.text, console.err_colour), end=""
+                )
+            console.print(result.to_json(), end="")
+        else:
+            console.print(render_plan(result, warnings, style), end="")
+        changed = True  # against nothing, everything in the plan is new
+    return CHANGES if args.detailed_exitcode and changed else OK

@@ -1,0 +1,159 @@
+"""`infc` end to end in-process: arguments in, text and exit codes out."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from inferplane.cli.console import Console
+from inferplane.cli.main import ExitCode, run
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "specs" / "demo.infer"
+NEGATIVE = ROOT / "tests" / "data" / "negative"
+
+
+def infc(*argv: str, stdin: str = "") -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = run(list(argv), Console(out=out, err=err, stdin=io.StringIO(stdin)))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def spec_copy(tmp_path: Path, example_models: Path) -> Path:
+    """demo.infer in a scratch folder, next to a copy of the example models."""
+    shutil.copytree(example_models, tmp_path / "models")
+    target = tmp_path / "demo.infer"
+    shutil.copy(DEMO, target)
+    return target
+
+
+def test_check_clean_spec_exits_0(example_models: Path):
+    code, out, _ = infc("check", str(DEMO))
+    assert code == ExitCode.OK
+    assert out.strip().endswith(f"{DEMO}: ok")
+
+
+def test_check_reports_errors_and_exits_1(example_models: Path):
+    code, out, _ = infc("check", "--color", "never", str(NEGATIVE / "privacy.infer"))
+    assert code == ExitCode.ERRORS
+    assert "error[E0301]" in out and "located cloud" in out
+    assert "\033[" not in out
+    assert out.strip().endswith("3 errors")
+
+
+def test_check_json_has_the_contract_keys(example_models: Path):
+    code, out, _ = infc("check", "--format", "json", str(NEGATIVE / "values.infer"))
+    assert code == ExitCode.ERRORS
+    records = json.loads(out)
+    assert records
+    keys = {"severity", "code", "message", "file", "line", "column", "end_line", "end_column",
+            "notes"}
+    for record in records:
+        assert keys <= record.keys()
+        assert record["file"].endswith("values.infer")
+
+
+def test_check_colour_always_paints(example_models: Path):
+    _, out, _ = infc("--color", "always", "check", str(NEGATIVE / "privacy.infer"))
+    assert "\033[1;31merror[E0301]" in out
+
+
+def test_check_of_several_files_and_a_missing_one(example_models: Path):
+    code, out, err = infc("check", str(DEMO), str(ROOT / "nope.infer"))
+    assert code == ExitCode.ERRORS
+    assert "cannot read" in err and "nope.infer" in err
+    assert f"{DEMO}: ok" in out
+
+
+def test_usage_error_exits_1():
+    with pytest.raises(SystemExit) as exc:
+        infc("plan")
+    assert exc.value.code == ExitCode.ERRORS
+
+
+def test_plan_prints_the_review(example_models: Path):
+    code, out, _ = infc("plan", str(DEMO))
+    assert code == ExitCode.OK
+    assert out.startswith("Plan for demo.infer")
+    assert out.rstrip().splitlines()[-1].startswith("Plan:")
+
+
+def test_plan_json_loads_back(example_models: Path):
+    code, out, _ = infc("plan", "--json", str(DEMO))
+    assert code == ExitCode.OK
+    plan = json.loads(out)
+    assert plan["plan_version"] == 1 and plan["content_hash"].startswith("sha256:")
+
+
+def test_plan_with_errors_prints_diagnostics_and_exits_1(example_models: Path):
+    code, out, err = infc("plan", str(NEGATIVE / "names.infer"))
+    assert code == ExitCode.ERRORS
+    assert out == ""
+    assert "error[E0102]" in err
+
+
+def test_plan_detailed_exitcode_against_a_saved_plan(spec_copy: Path, tmp_path: Path):
+    _, saved, _ = infc("plan", "--json", str(spec_copy))
+    before = tmp_path / "before.json"
+    before.write_text(saved)
+    code, out, _ = infc("plan", str(spec_copy), "--against", str(before), "--detailed-exitcode")
+    assert code == ExitCode.OK
+    assert "No changes" in out
+    text = spec_copy.read_text()
+    assert "window 2ms" in text
+    spec_copy.write_text(text.replace("window 2ms", "window 4ms", 1))
+    code, out, _ = infc("plan", str(spec_copy), "--against", str(before), "--detailed-exitcode")
+    assert code == ExitCode.CHANGES
+    assert "~ model" in out and "window_s" in out
+    code, _, _ = infc("plan", str(spec_copy), "--against", str(before))
+    assert code == ExitCode.OK
+
+
+def test_plan_against_a_broken_plan_file(spec_copy: Path, tmp_path: Path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"plan_version": 1}')
+    code, _, err = infc("plan", str(spec_copy), "--against", str(bad))
+    assert code == ExitCode.ERRORS
+    assert "is not a routing plan" in err
+
+
+def test_plan_against_a_gateway_address_is_refused_clearly(example_models: Path):
+    code, _, err = infc("plan", str(DEMO), "--against", "127.0.0.1:8001")
+    assert code == ExitCode.ERRORS
+    assert "not built yet" in err
+
+
+def test_fmt_check_diff_and_write(spec_copy: Path):
+    messy = spec_copy.read_text().replace("\n  ", "\n      ", 3)
+    spec_copy.write_text(messy)
+    code, out, _ = infc("fmt", "--check", str(spec_copy))
+    assert code == ExitCode.ERRORS and "would reformat" in out
+    assert spec_copy.read_text() == messy
+    code, out, _ = infc("fmt", "--diff", str(spec_copy))
+    assert code == ExitCode.OK and out.startswith("---")
+    assert spec_copy.read_text() == messy
+    code, out, _ = infc("fmt", str(spec_copy))
+    assert code == ExitCode.OK and "reformatted" in out
+    assert spec_copy.read_text() == DEMO.read_text()
+    code, out, _ = infc("fmt", "--check", str(spec_copy))
+    assert code == ExitCode.OK and out == ""
+
+
+def test_fmt_stdin_to_stdout():
+    code, out, _ = infc("fmt", "-", stdin="target a {\nhardware cpu\n}\n")
+    assert code == ExitCode.OK
+    assert out == "target a {\n  hardware cpu\n}\n"
+
+
+def test_fmt_refuses_a_broken_file(tmp_path: Path):
+    broken = tmp_path / "broken.infer"
+    broken.write_text("target a {\n  hardware [cpu\n}\n")
+    code, _, err = infc("fmt", str(broken))
+    assert code == ExitCode.ERRORS
+    assert "error[E0001]" in err and "syntax errors" in err
+    assert broken.read_text() == "target a {\n  hardware [cpu\n}\n"
