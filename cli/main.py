@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import os
 import sys
 from collections.abc import Sequence
 
@@ -96,4 +97,9 @@ def run(argv: Sequence[str] | None = None, console: Console | None = None) -> in
 
 
 def main() -> None:
-    sys.exit(run())
+    try:
+        sys.exit(run())
+    except BrokenPipeError:
+        # The reader went away (`infc plan … | head`): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(ExitCode.ERRORS)

@@ -160,8 +160,14 @@ def estimate(
     nodes: int = 0,
 ) -> Estimate:
     """The estimated service-time line of one replica (see the module docstring)."""
-    if flops_per_item < 0 or devices < 1 or max_batch < 1 or (threads is not None and threads < 1):
-        raise ValueError("flops must be >= 0, and devices, threads and max_batch >= 1")
+    if (
+        flops_per_item < 0
+        or nodes < 0
+        or devices < 1
+        or max_batch < 1
+        or (threads is not None and threads < 1)
+    ):
+        raise ValueError("flops and nodes must be >= 0, and devices, threads and max_batch >= 1")
 
     unit, where, note = _unit(hardware, accelerator)
     if hardware == "cpu":
@@ -186,7 +192,7 @@ def estimate(
     detail = (
         f"{_si(flops_per_item)}FLOP/item on {where} × {units} "
         f"at {_si(rate.effective)}FLOP/s each ({used}), "
-        f"{fixed_s * 1e6:.3g} µs per batch ({nodes} nodes), "
+        f"{fixed_s * 1e6:.3g} µs per batch ({nodes} node{'s' if nodes != 1 else ''}), "
         f"{unit.per_item_floor_s * 1e6:.2g} µs per item floor (estimate table)"
     )
     return Estimate(

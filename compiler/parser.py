@@ -151,7 +151,8 @@ def _parse_tokens(tokens: list[Token], diagnostics: Diagnostics) -> Tree | None:
             errors += 1
             if errors > _MAX_ERRORS:
                 return None
-            _report_token(e, token, open_brackets, depth_at_checkpoint, diagnostics)
+            previous = tokens[i - 1] if i else None
+            _report_token(e, token, previous, open_brackets, depth_at_checkpoint, diagnostics)
             parser = checkpoint.copy()
             del open_braces[depth_at_checkpoint:]
             open_brackets.clear()
@@ -250,20 +251,19 @@ def _expected(names: set[str]) -> str:
 def _report_token(
     e: UnexpectedToken,
     token: Token,
+    previous: Token | None,
     open_brackets: list[Token],
     depth: int,
     out: Diagnostics,
 ) -> None:
     span = _token_span(token)
-    if token.type == "_NL":  # point at the end of the line, not the next one
-        span = Span(
-            token.line,
-            token.column,
-            token.line,
-            token.column + 1,
-            token.start_pos,
-            token.start_pos + 1,
-        )
+    if token.type == "_NL":
+        # Point just past the line's last token, not at trailing blanks or comments.
+        at = previous if previous is not None and previous.end_line == token.line else token
+        line, column, offset = at.end_line, at.end_column, at.end_pos
+        if at is token:
+            line, column, offset = token.line, token.column, token.start_pos
+        span = Span(line, column, line, column + 1, offset, offset + 1)
     expected = set(e.expected or ())
     if depth == 0 and "LBRACE" in expected:
         expected = {"LBRACE"}  # a top-level header needs its block

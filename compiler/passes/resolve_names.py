@@ -185,7 +185,7 @@ def _check_model_ref(spec: ast.Spec, ref: ast.ModelRef, routes: set[str], out: D
         )
         return
     if ref.version is not None and spec.resolve(ref) is None:
-        known = ", ".join(str(m.version.value) for m in versions)
+        known = ", ".join(str(v) for v in sorted({m.version.value for m in versions}))
         out.add(
             codes.UNKNOWN_MODEL,
             f"model `{name}` has no version {ref.version.value}",

@@ -43,7 +43,7 @@ def test_check_reports_errors_and_exits_1(example_models: Path):
     assert code == ExitCode.ERRORS
     assert "error[E0301]" in out and "located cloud" in out
     assert "\033[" not in out
-    assert out.strip().endswith("3 errors")
+    assert out.strip().endswith("4 errors")
 
 
 def test_check_json_has_the_contract_keys(example_models: Path):
@@ -51,8 +51,17 @@ def test_check_json_has_the_contract_keys(example_models: Path):
     assert code == ExitCode.ERRORS
     records = json.loads(out)
     assert records
-    keys = {"severity", "code", "message", "file", "line", "column", "end_line", "end_column",
-            "notes"}
+    keys = {
+        "severity",
+        "code",
+        "message",
+        "file",
+        "line",
+        "column",
+        "end_line",
+        "end_column",
+        "notes",
+    }
     for record in records:
         assert keys <= record.keys()
         assert record["file"].endswith("values.infer")

@@ -317,11 +317,6 @@ def test_hashes_inside_strings_are_not_comments() -> None:
     assert assert_canonical(text) == 'model m {\n  source "a#b"                    # real\n}\n'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parser: a comment on its own line inside a multi-line list yields two "
-    "end-of-line tokens, and the list rule allows only one",
-)
 def test_comment_lines_inside_a_multi_line_list() -> None:
     assert_canonical('target t {\n  workers [\n    # note\n    "a",\n  ]\n}\n')
 
@@ -495,3 +490,10 @@ def documents(draw) -> str:
 @given(text=documents())
 def test_random_documents_format_canonically(text: str) -> None:
     assert_canonical(text)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_every_example_spec_is_canonical(path: Path) -> None:
+    # The examples are what users copy: they must already be in house style.
+    text = path.read_text()
+    assert format_text(text).text == text
