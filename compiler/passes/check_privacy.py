@@ -44,7 +44,7 @@ def _check_shards_on_prem(spec: ast.Spec, model: ast.Model, out: Diagnostics) ->
         kind = target.location.kind.value
         out.add(
             codes.OFF_PREM_SHARD,
-            f"model `{model.name.value}` is on-prem-only but is sharded on {kind} target "
+            f"model `{model.label}` is on-prem-only but is sharded on {kind} target "
             f"`{target.name.value}`",
             shard.target.span,
             label=f"located {_where(target)}",
@@ -61,7 +61,7 @@ def _check_redacted_inputs(model: ast.Model, out: Diagnostics) -> None:
             continue
         out.add(
             codes.REDACT_NOT_BYTES,
-            f"cannot redact input `{tensor.name.value}` of model `{model.name.value}`: "
+            f"cannot redact input `{tensor.name.value}` of model `{model.label}`: "
             f"it is {tensor.dtype.value}, not bytes",
             rule.input.span,
             label=f"`{tensor.name.value}` is {tensor.signature()}",

@@ -114,7 +114,7 @@ def _check_shards(model: ast.Model, target_names: list[str], out: Diagnostics) -
         if name not in target_names:
             out.add(
                 codes.UNKNOWN_TARGET,
-                f"model `{model.name.value}` is sharded on unknown target `{name}`",
+                f"model `{model.label}` is sharded on unknown target `{name}`",
                 shard.target.span,
                 label="no target of this name",
                 help=did_you_mean(name, target_names)
@@ -127,7 +127,7 @@ def _check_shards(model: ast.Model, target_names: list[str], out: Diagnostics) -
         elif name in seen:
             out.add(
                 codes.REPEATED_FIELD,
-                f"model `{model.name.value}` is sharded on `{name}` twice",
+                f"model `{model.label}` is sharded on `{name}` twice",
                 shard.target.span,
                 notes=[Note("first shard here", seen[name].span)],
                 help="give one shard a larger `weight` instead",
@@ -142,7 +142,7 @@ def _check_tensors(model: ast.Model, out: Diagnostics) -> None:
         if earlier is not tensor:
             _duplicate(
                 out,
-                f"tensor `{tensor.name.value}` is declared twice in model `{model.name.value}`",
+                f"tensor `{tensor.name.value}` is declared twice in model `{model.label}`",
                 tensor.name,
                 earlier.name,
             )
@@ -159,7 +159,7 @@ def _check_redactions(model: ast.Model, out: Diagnostics) -> None:
             help_text = "redaction applies to inputs, before the request leaves the gateway"
         out.add(
             codes.UNKNOWN_INPUT,
-            f"model `{model.name.value}` has no input `{rule.input.value}` to redact",
+            f"model `{model.label}` has no input `{rule.input.value}` to redact",
             rule.input.span,
             label="no input of this name",
             help=help_text or f"its inputs are {', '.join(f'`{i}`' for i in inputs)}",
