@@ -71,8 +71,8 @@ def fmt(args: argparse.Namespace, console: Console) -> int:
             console.error(f"infc: not formatting {path}: it has syntax errors")
             status = ERRORS
             continue
-        if path == "-":
-            console.print(result.text, end="")
+        if path == "-" and not (args.check or args.diff):
+            console.print(result.text, end="")  # a filter: stdin to stdout
             continue
         if result.text == text:
             continue
@@ -91,7 +91,7 @@ def fmt(args: argparse.Namespace, console: Console) -> int:
         if args.check:
             console.print(f"would reformat {path}")
             status = max(status, ERRORS)
-        elif not args.diff:
+        elif not args.diff and path != "-":
             Path(path).write_text(result.text, encoding="utf-8")
             console.print(f"reformatted {path}")
     return status
@@ -132,6 +132,14 @@ def plan(args: argparse.Namespace, console: Console) -> int:
         return ERRORS
     warnings = [d for d in found if not d.is_error]
     style = ANSI if console.colour else PLAIN
+    review_shows_warnings = not args.json and not args.against
+    if warnings and not review_shows_warnings:
+        if args.format == "json":
+            console.error(render.to_json(warnings), end="")
+        else:
+            console.error(
+                render.render_human(warnings, compilation.text, console.err_colour), end=""
+            )
     if args.against:
         old = _load_against(args.against, console)
         if old is None:
@@ -144,10 +152,6 @@ def plan(args: argparse.Namespace, console: Console) -> int:
         changed = not changes.is_empty
     else:
         if args.json:
-            if warnings:
-                console.error(
-                    render.render_human(warnings, compilation.text, console.err_colour), end=""
-                )
             console.print(result.to_json(), end="")
         else:
             console.print(render_plan(result, warnings, style), end="")

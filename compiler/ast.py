@@ -151,6 +151,9 @@ class Model:
     on_prem_only: Span | None  # where `privacy on-prem-only` is written
     redactions: tuple[Redaction, ...]
     span: Span
+    # False when an input or output line could not be read (E0201 reported):
+    # the graph's tensors are then not all expected to be declared.
+    signature_complete: bool = True
 
     @property
     def key(self) -> tuple[str, int]:

@@ -211,7 +211,7 @@ def _field_line(f: FieldChange, style: Style) -> str:
 def render_diff(diff: PlanDiff, style: Style = PLAIN) -> str:
     """The diff as text ending in a newline; one summary line at the end."""
     if diff.is_empty:
-        return style.bold("No changes.") + " The running plan matches the spec.\n"
+        return style.bold("No changes.") + " The plan matches the spec.\n"
     colour = {"+": style.green, "~": style.yellow, "-": style.red}
     lines = []
     for c in diff.changes:
@@ -220,7 +220,9 @@ def render_diff(diff: PlanDiff, style: Style = PLAIN) -> str:
         lines += [_field_line(f, style) for f in c.fields if not f.derived]
         derived = [f for f in c.fields if f.derived]
         if derived:
-            lines.append(style.dim("      # derived: estimates follow the model file"))
+            lines.append(
+                style.dim("      # derived: from the model file, hardware and replica ranges")
+            )
             lines += [style.dim(_field_line(f, PLAIN)) for f in derived]
     summary = (
         f"Plan: {diff.to_add} to add, {diff.to_change} to change, {diff.to_destroy} to destroy."

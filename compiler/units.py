@@ -18,7 +18,9 @@ KIND_OF_UNITS = {
 
 
 def format_duration(seconds: float) -> str:
-    """A readable duration: 2ms, 0.5ms, 150us, 1.2s."""
+    """A readable duration: 2ms, 0.5ms, 150us, 1.2s (and 0ms)."""
+    if seconds == 0:
+        return "0ms"
     if seconds >= 1:
         return f"{seconds:.3g}s"
     if seconds >= 1e-3:

@@ -109,6 +109,8 @@ def _compare(
                 label=f"{why} differs" if why in ("dtype", "rank", "dimension") else why,
                 help=f"declare `{kind} {tensor.name.value} {_suggest(have)}`",
             )
+    if not model.signature_complete:
+        return  # a tensor line failed to read; it was reported there
     declared_names = {t.name.value for t in declared}
     for have in found:
         if have.name not in declared_names:

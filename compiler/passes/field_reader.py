@@ -190,7 +190,7 @@ class FieldReader:
 
     def address(self, value: Value, what: str) -> ast.Spanned[str]:
         text = self.string(value, what)
-        if not HOST_PORT.match(text.value) and not text.value.startswith("unix:"):
+        if not HOST_PORT.match(text.value) and not re.match(r"unix:.+", text.value):
             raise self.wrong(
                 value.span,
                 f"{what} `{text.value}` is not HOST:PORT",

@@ -40,6 +40,8 @@ class ModelReader(FieldReader):
         self.no_repeats(throughput, lambda s: "throughput", "slo")
         self.no_repeats(availability, lambda s: "availability", "slo")
         self.no_repeats(on_prem, lambda s: "on-prem-only", "privacy")
+        inputs = tuple(self.many(g, "input", self.tensor))
+        outputs = tuple(self.many(g, "output", self.tensor))
         default_version = ast.Spanned(1, name.span)
         default_precision = ast.Spanned("fp32", name.span)
         return ast.Model(
@@ -63,8 +65,10 @@ class ModelReader(FieldReader):
                 ),
             )
             or default_precision,
-            inputs=tuple(self.many(g, "input", self.tensor)),
-            outputs=tuple(self.many(g, "output", self.tensor)),
+            inputs=inputs,
+            outputs=outputs,
+            signature_complete=len(inputs) + len(outputs)
+            == len(g.get("input", ())) + len(g.get("output", ())),
             shards=tuple(self.many(g, "shard", self.shard)),
             batch=self.one(g, "batch", self.batch),
             latency_slos=tuple(latency),

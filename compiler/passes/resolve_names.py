@@ -34,7 +34,7 @@ def resolve_names(unit: Unit, out: Diagnostics) -> Unit:
         refs += [route.fallback] if route.fallback else []
         for ref in refs:
             _check_model_ref(spec, ref, route_names, out)
-        _check_repeated_entries(route, out)
+        _check_repeated_entries(spec, route, out)
     return unit
 
 
@@ -129,6 +129,7 @@ def _check_shards(model: ast.Model, target_names: list[str], out: Diagnostics) -
                 codes.REPEATED_FIELD,
                 f"model `{model.label}` is sharded on `{name}` twice",
                 shard.target.span,
+                label="sharded again here",
                 notes=[Note("first shard here", seen[name].span)],
                 help="give one shard a larger `weight` instead",
             )
@@ -195,16 +196,19 @@ def _check_model_ref(spec: ast.Spec, ref: ast.ModelRef, routes: set[str], out: D
         )
 
 
-def _check_repeated_entries(route: ast.Route, out: Diagnostics) -> None:
-    seen: dict[str, ast.RouteEntry] = {}
+def _check_repeated_entries(spec: ast.Spec, route: ast.Route, out: Diagnostics) -> None:
+    seen: dict[tuple[str, int], ast.RouteEntry] = {}
     for entry in route.entries:
-        key = entry.model.text
-        if key in seen:
+        model = spec.resolve(entry.model)
+        if model is None:
+            continue
+        if model.key in seen:
             out.add(
                 codes.REPEATED_FIELD,
-                f"`{key}` appears twice in route `{route.name.value}`",
+                f"`{model.label}` appears twice in route `{route.name.value}`",
                 entry.model.span,
-                notes=[Note("first here", seen[key].span)],
+                label=f"`{entry.model.text}` is `{model.label}`",
+                notes=[Note("first here", seen[model.key].span)],
                 help="merge the two lines into one percentage",
             )
-        seen.setdefault(key, entry)
+        seen.setdefault(model.key, entry)

@@ -166,3 +166,26 @@ def test_fmt_refuses_a_broken_file(tmp_path: Path):
     assert code == ExitCode.ERRORS
     assert "error[E0001]" in err and "syntax errors" in err
     assert broken.read_text() == "target a {\n  hardware [cpu\n}\n"
+
+
+def test_fmt_check_and_diff_on_stdin():
+    messy = "target a {\nhardware cpu\n}\n"
+    code, out, _ = infc("fmt", "--check", "-", stdin=messy)
+    assert code == ExitCode.ERRORS and "would reformat -" in out
+    code, out, _ = infc("fmt", "--diff", "-", stdin=messy)
+    assert code == ExitCode.OK and "+  hardware cpu" in out
+    code, out, _ = infc("fmt", "--check", "-", stdin="target a {\n  hardware cpu\n}\n")
+    assert code == ExitCode.OK and out == ""
+
+
+def test_plan_warnings_reach_stderr_with_json_and_against(example_models: Path, tmp_path: Path):
+    spec = NEGATIVE / "slos.infer"
+    code, out, err = infc("plan", "--json", "--format", "json", str(spec))
+    assert code == ExitCode.OK
+    assert json.loads(out)["plan_version"] == 1
+    assert {w["code"] for w in json.loads(err)} == {"W0501", "W0502", "W0503"}
+    saved = tmp_path / "plan.json"
+    saved.write_text(out)
+    code, out, err = infc("plan", "--color", "never", "--against", str(saved), str(spec))
+    assert code == ExitCode.OK and "No changes" in out
+    assert "warning[W0501]" in err

@@ -22,7 +22,7 @@ from inferplane.compiler.plan import (
 )
 from inferplane.compiler.review import ANSI
 
-NO_CHANGES = "No changes. The running plan matches the spec.\n"
+NO_CHANGES = "No changes. The plan matches the spec.\n"
 
 
 def with_model(plan: Plan, name: str, version: int, **update: Any) -> Plan:
@@ -259,7 +259,7 @@ def test_estimates_are_derived_and_listed_apart():
     }
     assert render_diff(diff) == (
         "  ~ model fraud-scorer@3\n"
-        "      # derived: estimates follow the model file\n"
+        "      # derived: from the model file, hardware and replica ranges\n"
         "      ~ shards[gpu-fra].estimate.fixed_s: 400us → 500us\n"
         "      ~ shards[gpu-fra].estimate.single_latency_s: 401us → 501us\n"
         "      ~ shards[gpu-fra].estimate.max_batch_latency_s: 464us → 564us\n"
@@ -279,7 +279,7 @@ def test_derived_fields_follow_the_spec_fields():
     )
     lines = render_diff(diff_plans(old, with_model(old, "fraud-scorer", 4, shards=[new_shard])))
     body = lines.splitlines()
-    marker = body.index("      # derived: estimates follow the model file")
+    marker = body.index("      # derived: from the model file, hardware and replica ranges")
     assert body[1] == "      ~ shards[cpu-fra].replicas.max: 8 → 6"
     assert marker == 2
     assert all(".estimate." in line for line in body[marker + 1 : -2])
