@@ -5,12 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODELS := specs/models/.built
 
-.PHONY: demo test lint format models bench schema clean
+.PHONY: demo test lint format models bench schema protos clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,examples]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,examples,cpu]'
 	@touch $(STAMP)
 
 # The example models, built from data bundled with scikit-learn (no downloads).
@@ -46,6 +46,10 @@ bench: $(MODELS)
 # Regenerates the published JSON Schema of the routing plan.
 schema: $(STAMP)
 	$(BIN)/python -m inferplane.compiler.plan_schema > docs/plan.schema.json
+
+# Regenerates the Python stubs of protos/*.proto (committed; a test checks drift).
+protos: $(STAMP)
+	$(BIN)/python protos/generate.py
 
 clean:
 	rm -rf $(VENV) specs/models .pytest_cache .ruff_cache .hypothesis
