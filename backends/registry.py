@@ -33,4 +33,4 @@ def create_backend(
         return JaxBackend(model, target, base_dir, cpu_fallback=cpu_fallback, cache_dir=cache)
     from inferplane.backends.onnx_backend import OnnxBackend
 
-    return OnnxBackend(model, target, base_dir, cpu_fallback=cpu_fallback)
+    return OnnxBackend(model, target, base_dir, cpu_fallback=cpu_fallback, cache_dir=cache)

@@ -88,7 +88,7 @@ def _bytes_from_raw(name: str, shape: Sequence[int], count: int, raw: bytes) -> 
 
 def to_raw(array: np.ndarray) -> tuple[str, list[int], bytes]:
     """Encode one array: its KServe datatype, shape and raw bytes."""
-    if array.dtype == object or array.dtype.kind in ("U", "S"):
+    if array.dtype.kind in ("O", "U", "S"):
         return "BYTES", list(array.shape), _bytes_to_raw(array)
     datatype = datatype_of(array.dtype)
     data = np.ascontiguousarray(array, dtype=DATATYPES[datatype])
@@ -106,7 +106,7 @@ def _bytes_to_raw(array: np.ndarray) -> bytes:
 
 def datatype_of(dtype: np.dtype) -> str:
     """The KServe datatype name of a NumPy dtype."""
-    if dtype == object or dtype.kind in ("U", "S"):
+    if dtype.kind in ("O", "U", "S"):
         return "BYTES"
     for name, candidate in DATATYPES.items():
         if name != "BYTES" and candidate == dtype.newbyteorder("<"):

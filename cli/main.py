@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from inferplane.cli import commands
+from inferplane.cli import commands, profile_command, worker_command
 from inferplane.cli.console import Console
 
 
@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="human",
         help="how to print diagnostics (on stderr)",
     )
+    worker_command.add_parser(sub, [common])
+    profile_command.add_parser(sub, [common])
     return parser
 
 
@@ -93,6 +95,8 @@ def run(argv: Sequence[str] | None = None, console: Console | None = None) -> in
     console = console or Console()
     console.colour_choice = args.color
     handler = {"check": commands.check, "fmt": commands.fmt, "plan": commands.plan}
+    handler["worker"] = worker_command.run
+    handler["profile"] = profile_command.run
     return int(handler[args.command](args, console))
 
 

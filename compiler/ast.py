@@ -141,6 +141,7 @@ class Model:
     version: Spanned[int]
     source: Spanned[str] | None
     precision: Spanned[str]
+    eval: Spanned[str] | None  # the evaluation set (.npz), relative to the spec
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
     shards: tuple[Shard, ...]

@@ -20,6 +20,7 @@ from inferplane.compiler.passes.check_privacy import check_privacy
 from inferplane.compiler.passes.check_slos import check_slos
 from inferplane.compiler.passes.check_values import check_values
 from inferplane.compiler.passes.lower import lower
+from inferplane.compiler.passes.prepare_artifacts import prepare_artifacts
 from inferplane.compiler.passes.resolve_names import resolve_names
 from inferplane.compiler.plan import Plan
 from inferplane.compiler.syntax import SyntaxFile
@@ -31,6 +32,7 @@ PASSES = (
     check_privacy,
     check_hardware,
     check_models,
+    prepare_artifacts,
     check_slos,
     lower,
 )

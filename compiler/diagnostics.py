@@ -51,9 +51,11 @@ MODEL_FILE = _error("E0402", "model source missing or not a valid ONNX model")
 SIGNATURE = _error("E0403", "declared inputs/outputs do not match the ONNX model")
 NO_BATCH_AXIS = _error("E0404", "batching above 1 without a batch axis")
 TPU_UNSUPPORTED = _error("E0405", "model not supported on a tpu shard")
+EVAL_SET = _error("E0406", "evaluation set unreadable, not matching the inputs, or not runnable")
 OVER_CAPACITY = _warning("W0501", "throughput SLO above the estimated capacity")
 BELOW_LATENCY = _warning("W0502", "latency SLO below the single-request latency")
 WINDOW_TOO_LONG = _warning("W0503", "batch window leaves no room for compute")
+LOW_AGREEMENT = _warning("W0504", "quantized artifact agrees with fp32 on fewer than 99%")
 
 CODES: dict[str, Code] = {
     c.code: c
@@ -76,9 +78,11 @@ CODES: dict[str, Code] = {
         SIGNATURE,
         NO_BATCH_AXIS,
         TPU_UNSUPPORTED,
+        EVAL_SET,
         OVER_CAPACITY,
         BELOW_LATENCY,
         WINDOW_TOO_LONG,
+        LOW_AGREEMENT,
     )
 }
 

@@ -8,9 +8,12 @@ collapses onto the key (`slos.latency[p99]` is the objective's seconds). Lists
 of plain values (`workers`, `shape`, redaction `kinds`) are one leaf each.
 `None` counts as absent, so setting an optional field reads as `+`.
 
-The `estimate` of a shard and the `capacity` of a model are derived: they move
-when a model file or a profile changes, not the spec. They are listed, but apart,
-under a `# derived` line. The plan's `content_hash` is never compared.
+The `estimate` of a shard, the `capacity` of a model and the measured
+`agreement` of its built artifact are derived: they move when a model file, an
+evaluation set or a profile changes, not the spec. They are listed, but apart,
+under a `# derived` line. The plan's `content_hash` is never compared. The
+`source` and `artifact` files are not derived: a new artifact is what the
+workers will load.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class FieldChange:
 
     @property
     def derived(self) -> bool:
-        return ".estimate." in self.path or self.path.startswith("capacity.")
+        return ".estimate." in self.path or self.path.startswith(("capacity.", "agreement."))
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,7 @@ def format_value(path: str, value: Any) -> str:
             return format_size(int(value))
         if last.endswith("percent"):
             return f"{value:g}%"
-        if last == "share":
+        if last in ("share", "top1_agreement"):
             return f"{value * 100:.3g}%"
         return f"{value:g}"
     return str(value) if value != "" else '""'

@@ -25,7 +25,7 @@ Alignment
     line or a nested block ends it, a comment on its own line does not.
   - Inside a group, adjacent statements of the same *section* pad their keys
     to the longest key plus one space. Sections are the contract example's
-    grouping (`_SECTIONS`): `source version precision` align together,
+    grouping (`_SECTIONS`): `source version precision eval` align together,
     `input output shard batch slo` together, `privacy` alone, and so on. Keys
     that the table does not know (route entries such as `fraud-scorer@3`)
     share one section, so a route's percentages line up.
@@ -77,7 +77,7 @@ _SECTIONS = {
             ("hardware", "threads", "devices", "topology", "location", "replicas"),
             ("accelerator",),
             ("workers",),
-            ("source", "version", "precision"),
+            ("source", "version", "precision", "eval"),
             ("input", "output", "shard", "batch", "slo"),
             ("privacy",),
             ("fallback",),

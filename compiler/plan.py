@@ -16,9 +16,12 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PLAN_VERSION = 1
+# The compiler warns (W0504) when a built artifact's top-1 agrees with the fp32
+# source's on fewer than this share of the evaluation set.
+MIN_TOP1_AGREEMENT = 0.99
 
 
 class _Data(BaseModel):
@@ -40,6 +43,21 @@ class Artifact(_Data):
     path: str = Field(description="the ONNX file, relative to the spec's folder")
     sha256: str
     format: Literal["onnx"] = "onnx"
+
+
+class Agreement(_Data):
+    """A built artifact against its fp32 source, both run on onnxruntime's CPU provider."""
+
+    eval: str = Field(description="the evaluation set (.npz), relative to the spec's folder")
+    samples: int
+    batch_size: int = Field(
+        description="samples per run: the model's max batch size (int8 answers depend on "
+        "their batch, its activation ranges being taken per batch)"
+    )
+    top1_agreement: float = Field(
+        description="share (0 to 1) of samples whose top-1 of the first output is the source's"
+    )
+    max_abs_diff: float = Field(description="largest |artifact - source| over the first output")
 
 
 class ReplicaRange(_Data):
@@ -108,8 +126,26 @@ class Capacity(_Data):
 class Model(_Data):
     name: str
     version: int
-    artifact: Artifact
     precision: Literal["fp32", "fp16", "bf16", "int8"]
+    source: Artifact = Field(description="the fp32 ONNX file the spec names")
+    artifact: Artifact = Field(
+        description="what the workers load: the source for fp32 and bf16 (the tpu runtime "
+        "casts to bf16), else the int8 or fp16 file the compiler built into its cache"
+    )
+    agreement: Agreement | None = Field(
+        default=None,
+        description="the artifact's agreement with the source, when it is built and the "
+        "model names an evaluation set",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source_of_older_plans(cls, data: object) -> object:
+        """A plan written before `source` existed served its source: the artifact."""
+        if isinstance(data, dict) and "source" not in data and "artifact" in data:
+            return {**data, "source": data["artifact"]}
+        return data
+
     signature: Signature
     shards: list[Shard]
     slos: Slos

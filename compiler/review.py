@@ -3,23 +3,36 @@
 A pure function of the plan and the compiler's warnings, so that the same spec
 gives the same text (no timestamps, no terminal queries). Colour is a `Style`
 passed in by the CLI; tests use `PLAIN` and compare text. Sections, in order:
-header and gateway, targets, one block per model version (shards, estimates,
-SLO verdicts, privacy), routes, warnings, and a one-line summary.
+header and gateway, targets, one block per model version (source, precision,
+the artifact workers load and its agreement with fp32, signature, shards,
+estimates, SLO verdicts, privacy), routes, warnings, and a one-line summary.
 
 Verdict marks: `✓` the estimate meets the SLO; `✗` it misses it (a W0501 or
 W0502 case); `!` batch-1 meets a latency SLO but the batch window on top of it
-does not (the W0503 case).
+does not (the W0503 case). An agreement gets `✓` at or above 99% and `✗` below
+(the W0504 case).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from inferplane.compiler.diagnostics import Diagnostic
-from inferplane.compiler.plan import Gateway, Model, Plan, Route, Shard, Target, TensorSpec
+from inferplane.compiler.plan import (
+    MIN_TOP1_AGREEMENT,
+    Agreement,
+    Gateway,
+    Model,
+    Plan,
+    Route,
+    Shard,
+    Target,
+    TensorSpec,
+)
 from inferplane.compiler.units import format_duration, format_rate
 
 WIDTH = 80
@@ -200,7 +213,8 @@ def _slos(m: Model, style: Style) -> list[str]:
     waited = max((s.batching.window_s + s.estimate.single_latency_s for s in m.shards), default=0)
     for obj in m.slos.latency:
         objective = f"{obj.percentile} {format_duration(obj.seconds)}"
-        estimate = f"est. batch-1 {format_duration(single)}"
+        prefix = "measured" if m.capacity.basis == "measured" else "est."
+        estimate = f"{prefix} batch-1 {format_duration(single)}"
         if single > obj.seconds:
             verdict = "✗"
         elif waited > obj.seconds:
@@ -237,11 +251,59 @@ def _privacy(m: Model) -> list[str]:
     return ["  privacy", *(line for rule in rules for line in _wrapped(rule, indent=4))]
 
 
-def _model(m: Model, style: Style) -> list[str]:
+# What each precision makes of the fp32 source.
+_PRECISION = {
+    "fp32": "fp32",
+    "int8": "int8, dynamic quantization of the fp32 source",
+    "fp16": "fp16, converted from the fp32 source; fp32 inputs and outputs",
+    "bf16": "bf16, cast from the fp32 source by the tpu runtime when it loads it",
+}
+_LABEL = len("precision") + 2  # the label column of a model's first rows
+
+
+_KEEP = "\xa0"  # a space that wrapping does not break at
+
+
+def _hanging(label: str, text: str) -> list[list[str]]:
+    """Rows of a two-column table: `text` wrapped under its label to fit the width."""
+    lines = textwrap.wrap(text, WIDTH - 2 - _LABEL, break_on_hyphens=False) or [""]
+    return [[label if i == 0 else "", line.replace(_KEEP, " ")] for i, line in enumerate(lines)]
+
+
+def _file(path: str, sha256: str) -> str:
+    return f"{path}  sha256{_KEEP}{_short_hash(sha256)}"
+
+
+def _agreement(a: Agreement, style: Style) -> list[list[str]]:
+    share = math.floor(a.top1_agreement * 1000 + 1e-9) / 10  # never rounded up to 99%
+    verdict = "✓" if a.top1_agreement >= MIN_TOP1_AGREEMENT else "✗"
+    text = (
+        f"top-1 as fp32 on {share:g}% of {a.samples} samples (batches{_KEEP}of{_KEEP}"
+        f"{a.batch_size}), max{_KEEP}|Δ|{_KEEP}{a.max_abs_diff:.2g}, eval {a.eval} {verdict}"
+    )
+    rows = _hanging("agreement", text)
+    rows[-1][1] = rows[-1][1][:-1] + _mark(verdict, style)  # coloured after wrapping
+    return rows
+
+
+def _artifact_rows(m: Model, style: Style) -> list[list[str]]:
     rows = [
-        ["artifact", f"{m.artifact.path}  sha256 {_short_hash(m.artifact.sha256)}"],
-        ["precision", m.precision],
+        *_hanging("source", _file(m.source.path, m.source.sha256)),
+        *_hanging("precision", _PRECISION[m.precision]),
     ]
+    if m.artifact == m.source:
+        rows.append(["artifact", "the source, as written"])
+        return rows
+    rows += _hanging("artifact", _file(m.artifact.path, m.artifact.sha256))
+    if m.agreement is None:
+        rows.append(["agreement", style.dim("not measured: no eval set")])
+    else:
+        rows += _agreement(m.agreement, style)
+    return rows
+
+
+def _model(m: Model, style: Style) -> list[str]:
+    rows = _artifact_rows(m, style)
     for label, tensors in (("inputs", m.signature.inputs), ("outputs", m.signature.outputs)):
         rows += [[label if i == 0 else "", _tensor(t)] for i, t in enumerate(tensors)]
     title = style.bold("Model " + style.cyan(f"{m.name}@{m.version}"))

@@ -25,6 +25,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "source",
         "version",
         "precision",
+        "eval",
         "input",
         "output",
         "shard",

@@ -16,6 +16,7 @@ from inferplane.compiler.syntax import SyntaxFile
 
 if TYPE_CHECKING:
     from inferplane.compiler.onnx_model import OnnxModel
+    from inferplane.compiler.passes.prepare_artifacts import Prepared
     from inferplane.compiler.plan import Estimate, Plan
 
 
@@ -27,6 +28,9 @@ class Unit:
     spec: ast.Spec
     # Set by check_models: the ONNX file read for each model (name, version).
     model_files: dict[tuple[str, int], OnnxModel] = field(default_factory=dict)
+    # Set by prepare_artifacts: the built int8/fp16 artifact (and its measured
+    # agreement) per model; fp32 and bf16 models serve their source and are absent.
+    artifacts: dict[tuple[str, int], Prepared] = field(default_factory=dict)
     # Set by check_slos: the service-time estimate per (name, version, target).
     estimates: dict[tuple[str, int, str], Estimate] = field(default_factory=dict)
     # Set by lower, when there were no errors.

@@ -29,8 +29,9 @@ def format_duration(seconds: float) -> str:
 
 
 def format_rate(rps: float) -> str:
-    if rps >= 1e6:
+    """A readable rate: 500 rps, 12.3k rps, 1.5M rps (rounding never spills a unit)."""
+    if round(rps / 1e6, 2) >= 1:
         return f"{rps / 1e6:.3g}M rps"
-    if rps >= 1e4:
+    if round(rps / 1e3, 1) >= 10:
         return f"{rps / 1e3:.3g}k rps"
     return f"{rps:.4g} rps"

@@ -1,1 +1,4 @@
-"""Generated protobuf and gRPC stubs (`make protos`); the .proto files beside them are the source."""
+"""Generated protobuf and gRPC stubs (`make protos`).
+
+The .proto files beside them are the source; never edit the stubs by hand.
+"""

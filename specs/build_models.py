@@ -7,6 +7,14 @@ first dimension of every input and output the symbolic `batch`), and the
 written graph is run in onnxruntime on the held-out quarter of its data. The
 accuracy printed is that of the file on disk, not of the scikit-learn object.
 
+That held-out quarter is also written as the model's evaluation set,
+`<name>-eval.npz` (one float32 array per graph input, samples first, inputs
+only), for fraud, recs, triage and obstacle: the sets that a spec's
+`eval "models/<name>-eval.npz"` names, on which the compiler measures how often
+an int8 or fp16 artifact agrees with the fp32 file. fraud-v4 and fraud-lite
+share fraud's set, recs-lite shares recs's. The archives are written with fixed
+member dates, so their bytes too are the same every run.
+
     fraud.onnx       features fp32[batch,30] -> score fp32[batch,2]
     fraud-v4.onnx    the same signature, a bigger net (the canary)
     fraud-lite.onnx  the same signature, distilled (the fallback)
@@ -50,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -92,11 +101,15 @@ HAZARDS = ("clear", "left", "ahead", "right")
 
 @dataclass(frozen=True)
 class Built:
-    """A finished model: its file name, its graph and what it scored on held-out data."""
+    """A finished model: its file name, its graph and what it scored on held-out data.
+
+    `eval_inputs`, when set, is written as `<name>-eval.npz`: the held-out inputs.
+    """
 
     name: str
     model: onnx.ModelProto
     accuracy: str
+    eval_inputs: dict[str, np.ndarray] | None = None
 
 
 class Graph:
@@ -205,9 +218,9 @@ def build_fraud() -> list[Built]:
         g = Graph()
         g.op("Softmax", [g.mlp(g.scale("features", scaler), net)], "score", axis=-1)
         model = g.model(doc, *signature, labels=VERDICTS)
-        built.append(
-            Built(name, model, f"held-out accuracy {_accuracy(model, x_test, y_test):.3f}")
-        )
+        accuracy = f"held-out accuracy {_accuracy(model, x_test, y_test):.3f}"
+        held_out = {"features": x_test} if name == "fraud" else None
+        built.append(Built(name, model, accuracy, held_out))
     # Distillation: the student sees the teacher's answers on the training rows, not the labels.
     student = LogisticRegression(max_iter=1000, random_state=SEED)
     student.fit(z_train, nets[0].predict(z_train))
@@ -322,7 +335,8 @@ def build_recs() -> list[Built]:
         ranked = np.argsort(-_run(model, x_test), axis=1)
         top1 = np.mean(ranked[:, 0] == y_test)
         top3 = np.mean((ranked[:, :3] == y_test[:, None]).any(axis=1))
-        built.append(Built(name, model, f"held-out top-1 {top1:.3f}, top-3 {top3:.3f}"))
+        held_out = {"history": x_test} if name == "recs" else None
+        built.append(Built(name, model, f"held-out top-1 {top1:.3f}, top-3 {top3:.3f}", held_out))
     return built
 
 
@@ -341,7 +355,8 @@ def build_triage() -> list[Built]:
         labels=FINDINGS,
     )
     images = x_test.reshape(-1, 1, 8, 8).astype(np.float32)
-    return [Built("triage", model, f"held-out accuracy {_accuracy(model, images, y_test):.3f}")]
+    accuracy = f"held-out accuracy {_accuracy(model, images, y_test):.3f}"
+    return [Built("triage", model, accuracy, {"image": images})]
 
 
 def _scans(n: int = 6000, beams: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -381,8 +396,9 @@ def build_obstacle() -> list[Built]:
         [_fp32("hazard", len(HAZARDS))],
         labels=HAZARDS,
     )
-    accuracy = _accuracy(model, x_test.astype(np.float32), y_test)
-    return [Built("obstacle", model, f"held-out accuracy {accuracy:.3f}")]
+    ranges = x_test.astype(np.float32)
+    accuracy = _accuracy(model, ranges, y_test)
+    return [Built("obstacle", model, f"held-out accuracy {accuracy:.3f}", {"ranges": ranges})]
 
 
 BUILDERS = (build_fraud, build_intent, build_recs, build_triage, build_obstacle)
@@ -401,10 +417,19 @@ def _signature(model: onnx.ModelProto) -> str:
     return f"{describe(model.graph.input)} -> {describe(model.graph.output)}"
 
 
+def write_npz(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
+    """`np.savez` with the same bytes every run: members dated 1980-01-01, stored."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(member, "w") as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+
+
 def build_all(
     out_dir: pathlib.Path, report: Callable[[str], None] | None = None
 ) -> list[pathlib.Path]:
-    """Write every model into `out_dir`; `report` receives one line a model."""
+    """Write every model (and evaluation set) into `out_dir`; `report` gets a line each."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for builder in BUILDERS:
@@ -413,7 +438,14 @@ def build_all(
             path.write_bytes(built.model.SerializeToString())
             paths.append(path)
             if report:
-                report(f"{path.name:<16} {_signature(built.model):<58} {built.accuracy}")
+                report(f"{path.name:<18} {_signature(built.model):<58} {built.accuracy}")
+            if built.eval_inputs is not None:
+                held_out = out_dir / f"{built.name}-eval.npz"
+                write_npz(held_out, built.eval_inputs)
+                paths.append(held_out)
+                if report:
+                    samples = len(next(iter(built.eval_inputs.values())))
+                    report(f"{held_out.name:<18} {samples} held-out samples, inputs only")
     return paths
 
 

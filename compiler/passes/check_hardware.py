@@ -1,9 +1,9 @@
 """Pass: what the hardware can run.
 
 E0401 a precision that a shard's hardware does not support; E0404 batching
-above 1 while an input or output has no `batch` axis; E0405 `bytes` tensors
-on a tpu shard (the op subset is checked with the ONNX file, in
-check_models); E0201 for accelerator fields on a cpu target.
+above 1 while an input or output has no `batch` axis; E0405 a `bytes` (or any
+non-float) tensor on a tpu shard (the op subset is checked with the ONNX file,
+in check_models); E0201 for accelerator fields on a cpu target.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from inferplane.compiler import diagnostics as codes
 from inferplane.compiler.diagnostics import Diagnostics, Note
 from inferplane.compiler.suggest import one_of
 from inferplane.compiler.unit import Unit
+
+_TPU_DTYPES = frozenset({"fp32", "fp16", "bf16"})
 
 
 def check_hardware(unit: Unit, out: Diagnostics) -> Unit:
@@ -96,14 +98,22 @@ def _check_tpu_tensors(spec: ast.Spec, model: ast.Model, out: Diagnostics) -> No
     if not tpu_shards:
         return
     for tensor in (*model.inputs, *model.outputs):
-        if tensor.dtype.value != "bytes":
+        dtype = tensor.dtype.value
+        if dtype in _TPU_DTYPES:
             continue
+        if dtype == "bytes":
+            label = "XLA has no string tensors"
+            help_text = "serve text models on cpu or gpu targets"
+        else:
+            # JAX runs without 64-bit types by default; integers would be narrowed silently.
+            label = "the tpu runtime takes floating-point tensors only"
+            help_text = "feed fp32, fp16 or bf16 tensors, or serve this model on cpu or gpu"
         out.add(
             codes.TPU_UNSUPPORTED,
-            f"model `{model.label}` has bytes tensor `{tensor.name.value}` but is sharded "
+            f"model `{model.label}` has {dtype} tensor `{tensor.name.value}` but is sharded "
             f"on tpu target `{tpu_shards[0].target.value}`",
             tensor.dtype.span,
-            label="XLA has no string tensors",
+            label=label,
             notes=[Note("tpu shard here", tpu_shards[0].target.span)],
-            help="serve text models on cpu or gpu targets",
+            help=help_text,
         )

@@ -1,8 +1,12 @@
 """Pass: are the SLOs feasible? Warnings only (W0501–W0503).
 
-Each shard gets a service-time estimate (`estimate.py`: FLOPs from the ONNX
-graph over the per-hardware table; measured profiles replace it once
-`infc profile` exists). From those:
+Each shard gets service-time figures: measured ones when the spec's profile
+(`<stem>.profile.json` beside it, written by `infc profile`; see
+`profiles.py`) has an entry that still describes the shard, otherwise an
+estimate (`estimate.py`: FLOPs from the ONNX graph over the per-hardware
+table). A profile entry that exists but no longer matches, or a profile file
+that cannot be read, is not used: the estimate's detail starts with the reason,
+and the warnings below carry it as a note. From the figures:
 
 - W0501: the throughput SLO exceeds the model's capacity at the largest
   replica counts. Traffic is split by weight, so the model saturates when its
@@ -16,8 +20,9 @@ graph over the per-hardware table; measured profiles replace it once
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from inferplane.compiler import ast
+from inferplane.compiler import ast, profiles
 from inferplane.compiler import diagnostics as codes
 from inferplane.compiler.diagnostics import Diagnostics, Note
 from inferplane.compiler.estimate import estimate
@@ -25,26 +30,66 @@ from inferplane.compiler.plan import Estimate
 from inferplane.compiler.unit import Unit
 from inferplane.compiler.units import format_duration, format_rate
 
+if TYPE_CHECKING:
+    from inferplane.compiler.onnx_model import OnnxModel
+
 
 def check_slos(unit: Unit, out: Diagnostics) -> Unit:
+    try:
+        profile, unusable = profiles.load_profile(unit.file, unit.base_dir), None
+    except profiles.ProfileError as e:
+        profile, unusable = None, f"profile not used: {e}"
     estimates: dict[tuple[str, int, str], Estimate] = {}
     for model in unit.spec.models:
         found = unit.model_files.get(model.key)
         if found is None:
             continue
-        shards = []
+        shards, notes = [], []
         for shard in model.shards:
             target = unit.spec.target(shard.target.value)
             if target is None or target.hardware is None or not _estimable(model, target):
                 continue
-            est = shard_estimate(model, target, found.flops_per_item, found.node_count)
+            est, why = _figures(model, target, found, profile)
+            why = why or unusable
+            if why:
+                est = est.model_copy(update={"detail": f"{why}, using the estimate; {est.detail}"})
+                notes.append(Note(f"`{target.name.value}`: {why}; estimated instead"))
             estimates[(*model.key, target.name.value)] = est
             shards.append((shard, target, est))
         if shards:
-            _check_throughput(model, shards, out)
-            _check_latency(model, shards, out)
-            _check_window(model, shards, out)
+            _check_throughput(model, shards, out, notes)
+            _check_latency(model, shards, out, notes)
+            _check_window(model, shards, out, notes)
     return replace(unit, estimates=estimates)
+
+
+def _figures(
+    model: ast.Model, target: ast.Target, found: OnnxModel, profile: profiles.Profile | None
+) -> tuple[Estimate, str | None]:
+    """The shard's measured figures, or its estimate and why a profile entry was not used.
+
+    The reason is None when the profile has no entry for the shard at all.
+    """
+    max_batch = model.batch.max.value if model.batch else 1
+    wanted = profiles.Wanted(
+        model=model.name.value,
+        version=model.version.value,
+        target=target.name.value,
+        source_sha256=found.sha256,
+        precision=model.precision.value,
+        hardware=target.hardware.value,
+        accelerator=target.accelerator.value if target.accelerator else None,
+        threads=target.threads.value if target.threads else None,
+        devices=target.devices.value if target.devices else 1,
+        max_batch_size=max_batch,
+        source=model.source.value if model.source else "",
+    )
+    entry = profiles.lookup(profile, wanted)
+    if entry is not None:
+        return profiles.measured_estimate(entry, max_batch, found.flops_per_item), None
+    stale = profiles.stale_reason(profile, wanted)
+    est = shard_estimate(model, target, found.flops_per_item, found.node_count)
+    return est, f"profile stale: {stale}" if stale else None
 
 
 def shard_estimate(
@@ -86,7 +131,12 @@ def model_capacity(
     return min(limits)
 
 
-def _check_throughput(model: ast.Model, shards: list, out: Diagnostics) -> None:
+def _basis(estimates: list[Estimate]) -> str:
+    """The word for figures behind a verdict: measured only when all of them were."""
+    return "measured" if all(e.basis == "measured" for e in estimates) else "estimated"
+
+
+def _check_throughput(model: ast.Model, shards: list, out: Diagnostics, notes: list[Note]) -> None:
     slo = model.throughput_slo
     if slo is None:
         return
@@ -101,15 +151,17 @@ def _check_throughput(model: ast.Model, shards: list, out: Diagnostics) -> None:
     out.add(
         codes.OVER_CAPACITY,
         f"throughput SLO {format_rate(slo.rps.value)} of model `{model.label}` is above its "
-        f"estimated capacity of {format_rate(capacity)} at the largest replica counts",
+        f"{_basis([e for _, _, e in shards])} capacity of {format_rate(capacity)} "
+        "at the largest replica counts",
         slo.rps.span,
         label=f"capacity {format_rate(capacity)} ({parts})",
+        notes=notes,
         help="raise the replica ranges, add shards or a larger `batch max`, "
         "or measure with `infc profile` if the estimate is too cautious",
     )
 
 
-def _check_latency(model: ast.Model, shards: list, out: Diagnostics) -> None:
+def _check_latency(model: ast.Model, shards: list, out: Diagnostics, notes: list[Note]) -> None:
     for slo in model.latency_slos:
         slow = [(t, e) for _, t, e in shards if e.single_latency_s > slo.seconds.value]
         if not slow:
@@ -118,16 +170,17 @@ def _check_latency(model: ast.Model, shards: list, out: Diagnostics) -> None:
         out.add(
             codes.BELOW_LATENCY,
             f"latency SLO {slo.percentile.value} {format_duration(slo.seconds.value)} of model "
-            f"`{model.label}` is below its estimated single-request latency "
+            f"`{model.label}` is below its {est.basis} single-request latency "
             f"{format_duration(est.single_latency_s)} on `{target.name.value}`",
             slo.seconds.span,
             label=f"a lone request takes {format_duration(est.single_latency_s)} "
             f"on {target.hardware.value}",
+            notes=notes,
             help="loosen the SLO or shard the model on faster hardware",
         )
 
 
-def _check_window(model: ast.Model, shards: list, out: Diagnostics) -> None:
+def _check_window(model: ast.Model, shards: list, out: Diagnostics, notes: list[Note]) -> None:
     if model.batch is None or not model.latency_slos or model.batch.max.value <= 1:
         return
     compute = max(
@@ -151,6 +204,6 @@ def _check_window(model: ast.Model, shards: list, out: Diagnostics) -> None:
         f"{format_duration(tightest.seconds.value)}",
         model.batch.window.span,
         label=f"window + {what} ({format_duration(compute)}) = {format_duration(window + compute)}",
-        notes=[Note("latency SLO here", tightest.span)],
+        notes=[Note("latency SLO here", tightest.span), *notes],
         help=f"shorten the window below {format_duration(room)}",
     )

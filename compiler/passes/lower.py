@@ -1,8 +1,9 @@
 """Pass: lower the checked spec into the routing plan (only when error-free).
 
 Everything the gateway needs, resolved: versions behind route references,
-shard shares from weights, defaults filled in, estimates attached, lists
-sorted so that the JSON is deterministic, and the content hash computed.
+shard shares from weights, defaults filled in, estimates and built artifacts
+(with their measured agreement) attached, lists sorted so that the JSON is
+deterministic, and the content hash computed.
 """
 
 from __future__ import annotations
@@ -104,11 +105,15 @@ def _model(unit: Unit, model: ast.Model) -> plan.Model:
         )
         resolved.append((shard, target, est))
     latency = sorted(model.latency_slos, key=lambda s: PERCENTILE_ORDER.index(s.percentile.value))
+    source = plan.Artifact(path=model.source.value, sha256=found.sha256)
+    prepared = unit.artifacts.get(model.key)
     return plan.Model(
         name=model.name.value,
         version=model.version.value,
-        artifact=plan.Artifact(path=model.source.value, sha256=found.sha256),
         precision=model.precision.value,
+        source=source,
+        artifact=prepared.artifact if prepared else source,
+        agreement=prepared.agreement if prepared else None,
         signature=plan.Signature(
             inputs=[_tensor(t) for t in model.inputs],
             outputs=[_tensor(t) for t in model.outputs],

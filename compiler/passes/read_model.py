@@ -1,4 +1,7 @@
-"""Reading a `model` block: source, version, precision, tensors, shards, batching, SLOs, privacy."""
+"""Reading a `model` block.
+
+Its fields: source, version, precision, eval, tensors, shards, batching, SLOs, privacy.
+"""
 
 from __future__ import annotations
 
@@ -65,6 +68,11 @@ class ModelReader(FieldReader):
                 ),
             )
             or default_precision,
+            eval=self.one(
+                g,
+                "eval",
+                lambda s: self.string(self.values(s, 1, 'eval "PATH.npz"')[0], "`eval`"),
+            ),
             inputs=inputs,
             outputs=outputs,
             signature_complete=len(inputs) + len(outputs)

@@ -270,6 +270,48 @@ def test_estimates_are_derived_and_listed_apart():
     )
 
 
+def test_a_rebuilt_artifact_changes_and_its_agreement_is_derived():
+    old = sample_plan()
+    m = model(old, "fraud-scorer", 3)
+    rebuilt = m.artifact.model_copy(
+        update={
+            "path": ".inferplane/cache/ab12ab12ab12ab12-int8-pc7-ort1.33.0.onnx",
+            "sha256": "77" * 32,
+        }
+    )
+    agreement = m.agreement.model_copy(update={"top1_agreement": 1.0, "max_abs_diff": 0.03})
+    new = with_model(old, "fraud-scorer", 3, artifact=rebuilt, agreement=agreement)
+    assert fields(old, new, "model", "fraud-scorer@3") == {
+        "artifact.path": (m.artifact.path, rebuilt.path),
+        "artifact.sha256": ("9f8e" * 16, "77" * 32),
+        "agreement.top1_agreement": (142 / 143, 1.0),
+        "agreement.max_abs_diff": (0.0213, 0.03),
+    }
+    body = render_diff(diff_plans(old, new)).splitlines()
+    marker = body.index("      # derived: from the model file, hardware and replica ranges")
+    assert body[1:marker] == [
+        f"      ~ artifact.path: {m.artifact.path} → {rebuilt.path}",
+        f"      ~ artifact.sha256: {'9f8e' * 16} → {'77' * 32}",
+    ]
+    assert body[marker + 1 : marker + 3] == [
+        "      ~ agreement.top1_agreement: 99.3% → 100%",
+        "      ~ agreement.max_abs_diff: 0.0213 → 0.03",
+    ]
+
+
+def test_quantizing_a_model_shows_the_new_artifact_and_its_agreement():
+    old = sample_plan()
+    m = model(old, "fraud-scorer", 4)
+    built = m.artifact.model_copy(update={"path": ".inferplane/cache/x-int8.onnx"})
+    agreement = model(old, "fraud-scorer", 3).agreement
+    new = with_model(old, "fraud-scorer", 4, precision="int8", artifact=built, agreement=agreement)
+    changed = fields(old, new, "model", "fraud-scorer@4")
+    assert changed["precision"] == ("fp32", "int8")
+    assert changed["artifact.path"] == ("models/fraud-v4.onnx", ".inferplane/cache/x-int8.onnx")
+    assert changed["agreement.samples"] == (None, 143)
+    assert not any(path.startswith("source.") for path in changed)
+
+
 def test_derived_fields_follow_the_spec_fields():
     old = sample_plan()
     m = model(old, "fraud-scorer", 4)

@@ -79,3 +79,16 @@ def test_summary_counts_errors_and_warnings():
     warning = Diagnostic(codes.OVER_CAPACITY, "w", Span(1, 1, 1, 2), "a.infer")
     assert summary("a.infer", []) == "a.infer: ok"
     assert summary("a.infer", [example(), warning, warning]) == "a.infer: 1 error, 2 warnings"
+
+
+def test_rates_and_durations_read_well_at_unit_edges():
+    from inferplane.compiler.units import format_duration, format_rate
+
+    assert [format_rate(v) for v in (500, 12_345, 99_960, 999_600, 1_234_567)] == [
+        "500 rps",
+        "12.3k rps",
+        "100k rps",
+        "1M rps",
+        "1.23M rps",
+    ]
+    assert [format_duration(v) for v in (0, 150e-6, 2e-3, 1.5)] == ["0ms", "150us", "2ms", "1.5s"]

@@ -10,6 +10,7 @@ import re
 
 from inferplane.compiler.diagnostics import BELOW_LATENCY, OVER_CAPACITY, Diagnostic
 from inferplane.compiler.plan import (
+    Agreement,
     Artifact,
     Batching,
     Capacity,
@@ -78,12 +79,28 @@ def tensor(name: str, datatype: str, *dims: int) -> TensorSpec:
     return TensorSpec(name=name, datatype=datatype, shape=list(dims))
 
 
+FRAUD3_INT8 = Artifact(
+    path=".inferplane/cache/ab12ab12ab12ab12-int8-pc7-ort1.32.0.onnx", sha256="9f8e" * 16
+)
+FRAUD3_AGREEMENT = Agreement(
+    eval="models/fraud-eval.npz",
+    samples=143,
+    batch_size=64,
+    top1_agreement=142 / 143,
+    max_abs_diff=0.0213,
+)
+
+
 def fraud_model(version: int, shards: list[Shard], slos: Slos, privacy: Privacy) -> Model:
+    """Version 3 is int8 (built, measured); version 4 fp32 (the source is the artifact)."""
+    source = Artifact(path=f"models/fraud-v{version}.onnx", sha256="ab12" * 16)
     return Model(
         name="fraud-scorer",
         version=version,
-        artifact=Artifact(path=f"models/fraud-v{version}.onnx", sha256="ab12" * 16),
         precision="int8" if version == 3 else "fp32",
+        source=source,
+        artifact=FRAUD3_INT8 if version == 3 else source,
+        agreement=FRAUD3_AGREEMENT if version == 3 else None,
         signature=Signature(
             inputs=[tensor("features", "FP32", -1, 30)],
             outputs=[tensor("score", "FP32", -1, 2)],
@@ -125,11 +142,13 @@ def sample_plan() -> Plan:
         on_prem,
     )
     lite_shard = shard("cpu-fra", 1, 1.0, (2, 8), 32, 0.001, estimate(1e-4, 5e-6, 32))
+    lite_file = Artifact(path="models/fraud-lite.onnx", sha256="cd34" * 16)
     lite = Model(
         name="fraud-lite",
         version=1,
-        artifact=Artifact(path="models/fraud-lite.onnx", sha256="cd34" * 16),
         precision="fp32",
+        source=lite_file,
+        artifact=lite_file,
         signature=fraud3.signature,
         shards=[lite_shard],
         slos=Slos(latency=[LatencyObjective(percentile="p99", seconds=0.010)]),
@@ -143,11 +162,13 @@ def sample_plan() -> Plan:
     # Misses on purpose: batch-1 is 7ms against p99 5ms (✗), 7ms + a 10ms window
     # against p999 15ms (!), and 1.8k rps at max replicas against 5000 rps (✗).
     intent_shard = shard("cpu-fra", 1, 1.0, (2, 8), 8, 0.010, estimate(3e-3, 4e-3, 8))
+    intent_file = Artifact(path="models/intent.onnx", sha256="sha256:" + "ef56" * 16)
     intent = Model(
         name="support-intent",
         version=1,
-        artifact=Artifact(path="models/intent.onnx", sha256="sha256:" + "ef56" * 16),
         precision="fp32",
+        source=intent_file,
+        artifact=intent_file,
         signature=Signature(
             inputs=[tensor("text", "BYTES", -1)],
             outputs=[tensor("intent", "FP32", -1, 12)],
@@ -273,8 +294,8 @@ def test_targets_table_columns_align_and_list_workers():
 
 def test_model_block_has_artifact_signature_shards_and_estimates():
     block = section(render_plan(sample_plan()), "Model fraud-scorer@3")
-    assert "models/fraud-v3.onnx  sha256 ab12ab12ab12" in block
-    assert "precision  int8" in block
+    assert "  source     models/fraud-v3.onnx  sha256 ab12ab12ab12" in block.splitlines()
+    assert "  precision  int8, dynamic quantization of the fp32 source" in block.splitlines()
     assert "inputs     features FP32[batch, 30]" in block
     assert "outputs    score FP32[batch, 2]" in block
     rows = {line.split()[0]: line.split() for line in block.splitlines() if "adaptive" in line}
@@ -285,6 +306,59 @@ def test_model_block_has_artifact_signature_shards_and_estimates():
     # cpu-fra: 64 / (0.2ms + 64 * 20us) = 43.2k rps per replica, 346k at 8 replicas
     speed = next(line for line in block.splitlines() if line.split()[:2] == ["cpu-fra", "220us"])
     assert speed.split() == ["cpu-fra", "220us", "1.48ms", "43.2k", "rps", "346k", "rps"]
+
+
+def test_built_artifact_and_its_agreement_follow_the_source():
+    lines = section(render_plan(sample_plan()), "Model fraud-scorer@3").splitlines()
+    start = lines.index("  source     models/fraud-v3.onnx  sha256 ab12ab12ab12")
+    # a long artifact path puts its hash on the next line; the agreement wraps under its label
+    assert lines[start + 1 : start + 6] == [
+        "  precision  int8, dynamic quantization of the fp32 source",
+        "  artifact   .inferplane/cache/ab12ab12ab12ab12-int8-pc7-ort1.32.0.onnx",
+        "             sha256 9f8e9f8e9f8e",
+        "  agreement  top-1 as fp32 on 99.3% of 143 samples (batches of 64),",
+        "             max |Δ| 0.021, eval models/fraud-eval.npz ✓",
+    ]
+    assert lines[start + 6].startswith("  inputs ")
+
+
+def test_fp32_serves_its_source_and_has_no_agreement():
+    block = section(render_plan(sample_plan()), "Model fraud-scorer@4").splitlines()
+    assert "  precision  fp32" in block
+    assert "  artifact   the source, as written" in block
+    assert not any("agreement" in line for line in block)
+
+
+def _fraud3(**changes) -> Plan:
+    plan = sample_plan()
+    old = plan.model("fraud-scorer", 3)
+    models = [old.model_copy(update=changes) if m is old else m for m in plan.models]
+    return plan.model_copy(update={"models": models})
+
+
+def test_unmeasured_and_failing_agreements():
+    unmeasured = section(render_plan(_fraud3(agreement=None)), "Model fraud-scorer@3")
+    assert "  agreement  not measured: no eval set" in unmeasured.splitlines()
+    # never rounded up to the 99% threshold: 98.99% reads 98.9% and gets ✗
+    low = FRAUD3_AGREEMENT.model_copy(update={"top1_agreement": 0.9899})
+    failing = section(render_plan(_fraud3(agreement=low)), "Model fraud-scorer@3")
+    assert "98.9% of 143 samples" in failing
+    assert "             max |Δ| 0.021, eval models/fraud-eval.npz ✗" in failing.splitlines()
+    coloured = render_plan(_fraud3(agreement=low), style=ANSI)
+    assert "eval models/fraud-eval.npz \x1b[31m✗\x1b[0m" in coloured
+
+
+def test_fp16_and_bf16_say_what_they_make_of_the_source():
+    fp16 = section(render_plan(_fraud3(precision="fp16")), "Model fraud-scorer@3")
+    assert "fp16, converted from the fp32 source; fp32 inputs and outputs" in fp16
+    plan = sample_plan()
+    v4 = plan.model("fraud-scorer", 4)
+    bf16 = plan.model_copy(
+        update={"models": [v4.model_copy(update={"precision": "bf16"}), *plan.models]}
+    )
+    text = section(render_plan(bf16), "Model fraud-scorer@4")
+    assert "bf16, cast from the fp32 source by the tpu runtime when it loads it" in text
+    assert "  artifact   the source, as written" in text.splitlines()
 
 
 def test_measured_basis_is_named():

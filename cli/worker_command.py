@@ -1,0 +1,113 @@
+"""`infc worker SPEC --target NAME --listen ADDR`: run one backend worker until SIGTERM.
+
+Compiles the spec (errors: printed like `infc check`, exit 1), picks the
+target (unknown: exit 1 listing the known ones), then hands over to
+`inferplane.backends.worker_service.serve`. stdout carries one line, printed
+when the models are loaded, `worker NAME ready on ADDR (N models)`, for
+supervisors and tests to wait on; diagnostics and logs go to stderr.
+
+A target that lists remote `workers` is served the same way: this command is
+what those remote hosts run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from inferplane.cli.console import Console
+from inferplane.compiler import render
+from inferplane.compiler.compilation import Compilation
+
+OK, ERRORS = 0, 1
+
+
+def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]):
+    worker = subparsers.add_parser(
+        "worker",
+        help="run one backend worker for a target of a spec (until SIGTERM)",
+        parents=parents,
+    )
+    worker.add_argument("spec", metavar="SPEC")
+    worker.add_argument("--target", required=True, metavar="NAME", help="the target to serve")
+    worker.add_argument(
+        "--listen",
+        required=True,
+        metavar="ADDR",
+        help="HOST:PORT (port 0 picks a free one; the ready line shows it) or unix:PATH",
+    )
+    worker.add_argument(
+        "--cpu-fallback",
+        action="store_true",
+        help="run a gpu or tpu target's models on the CPU when the host lacks the "
+        "hardware (development only; logged)",
+    )
+    worker.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long running batches may take to finish (default 30)",
+    )
+    return worker
+
+
+def _configure_logging(stream: TextIO) -> None:
+    """key=value lines on stderr, from the `inferplane` loggers only."""
+    logger = logging.getLogger("inferplane")
+    if not logger.handlers:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    # Imported here: the worker pulls in grpc and NumPy, which other commands do not need.
+    from inferplane.backends.worker import HardwareMissing, TargetError, WorkerCore
+    from inferplane.backends.worker_service import check_listen, serve
+
+    try:
+        listen = check_listen(args.listen)
+    except ValueError as error:
+        console.error(f"infc: {error}")
+        return ERRORS
+    if args.grace < 0:
+        console.error(f"infc: --grace must be 0 or more seconds, not {args.grace}")
+        return ERRORS
+    path = Path(args.spec)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        console.error(f"infc: cannot read {path}: {getattr(error, 'strerror', None) or error}")
+        return ERRORS
+    base_dir = path.resolve().parent
+    compilation = Compilation(text, args.spec, base_dir)
+    found = compilation.diagnostics
+    if found:
+        console.error(render.render_human(found, text, console.err_colour), end="")
+    if compilation.plan is None:
+        console.error(render.summary(args.spec, found))
+        return ERRORS
+    try:
+        core = WorkerCore(compilation.plan, args.target, base_dir, cpu_fallback=args.cpu_fallback)
+    except TargetError as error:
+        console.error(f"infc: {error}")
+        return ERRORS
+    _configure_logging(console.err)
+    try:
+        drained = serve(core, listen, grace_s=args.grace, out=console.out)
+    except (OSError, HardwareMissing) as error:
+        console.error(f"infc: {error}")
+        return ERRORS
+    if not drained:
+        # A batch outlived the grace period and still holds a pool thread, which
+        # the interpreter would wait for at exit: leave without waiting.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(OK)
+    return OK
