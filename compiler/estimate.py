@@ -61,15 +61,19 @@ class Unit:
 
 # Per-batch overheads: an onnxruntime CPU run with the worker's tensor copies;
 # a CUDA run's launches and host↔device copies; an XLA executable's dispatch
-# and transfers to the TPU.
-CPU_OVERHEAD_S = 50e-6
+# and transfers to the TPU. The CPU figures are calibrated against `infc
+# profile` on a 2-core x86 host (onnxruntime 1.32): the demo's fraud models
+# measured 15 us at batch 1 (estimated 17-18 us), fraud-lite 0.06 us per extra
+# item, the text model 2 us per extra item (string ops; the floor below is the
+# middle ground).
+CPU_OVERHEAD_S = 10e-6
 GPU_OVERHEAD_S = 300e-6
 TPU_OVERHEAD_S = 500e-6
 # Per node per batch: an onnxruntime CPU op dispatch; a CUDA kernel launch; XLA
 # fuses a graph into few kernels, so little per node on a TPU.
-CPU_PER_NODE_S, GPU_PER_NODE_S, TPU_PER_NODE_S = 2e-6, 8e-6, 0.5e-6
+CPU_PER_NODE_S, GPU_PER_NODE_S, TPU_PER_NODE_S = 1e-6, 8e-6, 0.5e-6
 # Per item: copying the request's tensors in and the response out of the batch.
-CPU_PER_ITEM_S, GPU_PER_ITEM_S, TPU_PER_ITEM_S = 1e-6, 0.5e-6, 0.5e-6
+CPU_PER_ITEM_S, GPU_PER_ITEM_S, TPU_PER_ITEM_S = 0.2e-6, 0.5e-6, 0.5e-6
 
 # Shares of peak at small batches (sizes 1-128). CPU: onnxruntime's MLAS
 # kernels reach ~40% of fp32 FMA peak on inference-sized GEMMs; its int8

@@ -72,26 +72,26 @@ def test_the_line_and_its_derived_figures():
 
 
 def test_the_worked_example_in_the_docs():
-    # docs/estimates.md: 70 µs, 8.8 µs, 79 µs, 0.63 ms, ≈ 101k requests/s.
+    # docs/estimates.md: 20 µs, 8.0 µs, 28 µs, 0.53 ms, ≈ 120k requests/s.
     e = cpu(flops=1.2e6, threads=4, max_batch=64, nodes=10)
-    assert e.fixed_s == pytest.approx(70e-6)
-    assert e.per_item_s == pytest.approx(8.8e-6, abs=0.05e-6)
-    assert e.single_latency_s == pytest.approx(79e-6, abs=0.5e-6)
-    assert e.max_batch_latency_s == pytest.approx(0.63e-3, abs=0.005e-3)
-    assert e.capacity_rps == pytest.approx(101e3, abs=0.5e3)
+    assert e.fixed_s == pytest.approx(20e-6)
+    assert e.per_item_s == pytest.approx(8.0e-6, abs=0.05e-6)
+    assert e.single_latency_s == pytest.approx(28e-6, abs=0.5e-6)
+    assert e.max_batch_latency_s == pytest.approx(0.53e-3, abs=0.005e-3)
+    assert e.capacity_rps == pytest.approx(120e3, abs=0.5e3)
 
 
 def test_the_detail_states_the_basis():
     assert cpu(flops=1.2e6, threads=4, nodes=10).detail == (
         "1.2 MFLOP/item on cpu × 4 threads at 38.4 GFLOP/s each (fp32), "
-        "70 µs per batch (10 nodes), 1 µs per item floor (estimate table)"
+        "20 µs per batch (10 nodes), 0.2 µs per item floor (estimate table)"
     )
 
 
 @pytest.mark.parametrize(
     ("hardware", "accelerator", "nodes", "per_batch", "floor"),
     [
-        pytest.param("cpu", None, 25, "100 µs", "1 µs", id="cpu"),
+        pytest.param("cpu", None, 25, "35 µs", "0.2 µs", id="cpu"),
         pytest.param("gpu", "A100", 25, "500 µs", "0.5 µs", id="gpu"),
         pytest.param("tpu", "v5e", 40, "520 µs", "0.5 µs", id="tpu"),
     ],
@@ -287,6 +287,6 @@ def test_the_docs_show_the_table_as_it_is():
     for units in TABLE.values():
         for name in units:
             assert f"| {name} |" in table_markdown()
-    assert "| cpu | thread | fp32 | 96 GFLOP/s | 40% | 38.4 GFLOP/s | 50 µs | 2 µs | 1 µs |" in (
+    assert "| cpu | thread | fp32 | 96 GFLOP/s | 40% | 38.4 GFLOP/s | 10 µs | 1 µs | 0.2 µs |" in (
         table_markdown()
     )
