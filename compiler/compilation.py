@@ -74,21 +74,34 @@ def _without_echoes(found: list[Diagnostic], syntax: SyntaxFile) -> list[Diagnos
 class Compilation:
     """Compiles one spec's text; `file` names it in messages, `base_dir` anchors sources."""
 
-    def __init__(self, text: str, file: str = "<spec>", base_dir: Path | None = None):
+    def __init__(
+        self,
+        text: str,
+        file: str = "<spec>",
+        base_dir: Path | None = None,
+        *,
+        use_profiles: bool = True,
+    ):
         self.text = text
         self.file = file
         self.base_dir = base_dir if base_dir is not None else Path.cwd()
+        self.use_profiles = use_profiles
 
     @classmethod
-    def from_path(cls, path: Path | str) -> Compilation:
+    def from_path(cls, path: Path | str, *, use_profiles: bool = True) -> Compilation:
         path = Path(path)
-        return cls(path.read_text(encoding="utf-8"), str(path), path.resolve().parent)
+        return cls(
+            path.read_text(encoding="utf-8"),
+            str(path),
+            path.resolve().parent,
+            use_profiles=use_profiles,
+        )
 
     @functools.cached_property
     def _result(self) -> tuple[Unit, Diagnostics]:
         out = Diagnostics(self.file)
         syntax = parse(self.text, out)
-        unit = Unit(self.file, self.base_dir, syntax, build_ast(syntax, out))
+        unit = Unit(self.file, self.base_dir, syntax, build_ast(syntax, out), self.use_profiles)
         for compiler_pass in PASSES:
             unit = compiler_pass(unit, out)
         out.items = _without_echoes(out.items, syntax)

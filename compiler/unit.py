@@ -26,6 +26,8 @@ class Unit:
     base_dir: Path  # model sources are relative to this folder
     syntax: SyntaxFile
     spec: ast.Spec
+    # False to ignore `infc profile` results (golden tests want the estimates).
+    use_profiles: bool = True
     # Set by check_models: the ONNX file read for each model (name, version).
     model_files: dict[tuple[str, int], OnnxModel] = field(default_factory=dict)
     # Set by prepare_artifacts: the built int8/fp16 artifact (and its measured

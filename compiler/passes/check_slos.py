@@ -35,10 +35,12 @@ if TYPE_CHECKING:
 
 
 def check_slos(unit: Unit, out: Diagnostics) -> Unit:
+    profile, unusable = None, None
     try:
-        profile, unusable = profiles.load_profile(unit.file, unit.base_dir), None
+        if unit.use_profiles:
+            profile = profiles.load_profile(unit.file, unit.base_dir)
     except profiles.ProfileError as e:
-        profile, unusable = None, f"profile not used: {e}"
+        unusable = f"profile not used: {e}"
     estimates: dict[tuple[str, int, str], Estimate] = {}
     for model in unit.spec.models:
         found = unit.model_files.get(model.key)

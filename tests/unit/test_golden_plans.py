@@ -49,7 +49,7 @@ def test_there_are_examples_for_every_use_case():
 
 @pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.stem)
 def test_example_compiles_without_errors(spec: Path, example_models: Path):
-    compilation = Compilation.from_path(spec)
+    compilation = Compilation.from_path(spec, use_profiles=False)
     errors = [d for d in compilation.diagnostics if d.is_error]
     assert not errors, "\n".join(f"{d.span.line}: {d.code.code} {d.message}" for d in errors)
     assert compilation.plan is not None
@@ -57,7 +57,7 @@ def test_example_compiles_without_errors(spec: Path, example_models: Path):
 
 @pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.stem)
 def test_example_plan_matches_golden(spec: Path, example_models: Path):
-    plan_json = Compilation.from_path(spec).plan.to_json()
+    plan_json = Compilation.from_path(spec, use_profiles=False).plan.to_json()
     golden = GOLDEN / f"{spec.stem}.plan.json"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(plan_json)
@@ -67,8 +67,8 @@ def test_example_plan_matches_golden(spec: Path, example_models: Path):
 
 @pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.stem)
 def test_plan_json_is_deterministic_and_round_trips(spec: Path, example_models: Path):
-    first = Compilation.from_path(spec).plan.to_json()
-    second = Compilation.from_path(spec).plan.to_json()
+    first = Compilation.from_path(spec, use_profiles=False).plan.to_json()
+    second = Compilation.from_path(spec, use_profiles=False).plan.to_json()
     assert first == second
     assert load_plan(first).to_json() == first
 
@@ -86,7 +86,7 @@ def test_masking_keeps_what_does_not_vary():
 
 @pytest.mark.parametrize("spec", EXAMPLES, ids=lambda p: p.stem)
 def test_artifact_hashes_and_content_hash_are_real(spec: Path, example_models: Path):
-    plan = Compilation.from_path(spec).plan
+    plan = Compilation.from_path(spec, use_profiles=False).plan
     for model in plan.models:
         for file in (model.source, model.artifact):
             data = (spec.parent / file.path).read_bytes()
