@@ -6,15 +6,18 @@
 2. picks the device: a TPU when JAX sees one; otherwise `WrongDevice`, unless
    the worker was started with `--cpu-fallback`, in which case it logs a
    warning and runs on JAX's CPU platform;
-3. reads the ONNX file and checks its signature against the plan's;
+3. reads the ONNX file, refuses it when its sha256 is not the plan's (the
+   worker core checked that before; this covers the backend used on its own),
+   and checks its signature against the plan's;
 4. gets the exported StableHLO from the cache, or lowers and exports it
    (`jax_artifact.py`, `jax_lowering.py`);
 5. wraps the deserialized export's `call` in `jax.jit`, which compiles once per
    batch size (`warm_up` does that ahead of traffic).
 
-`infer` checks each batch exactly as the onnxruntime backend does (names,
-dtypes, ranks, fixed dimensions, one batch size), places it on the device,
-runs the export and returns NumPy arrays in the signature's dtypes.
+`infer` checks each batch exactly as the worker and the onnxruntime backend
+do (`batch.py`: names, dtypes, ranks, fixed dimensions, one batch size),
+places it on the device, runs the export and casts the results to the
+signature's dtypes.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from inferplane.backends.jax_checks import check_batch, check_signature
+from inferplane.backends import batch
+from inferplane.backends.artifact_check import changed
+from inferplane.backends.jax_checks import check_signature
 from inferplane.backends.runtime import BackendError, LoadFailed, RuntimeInfo, WrongDevice
 from inferplane.backends.tensors import DATATYPES
 from inferplane.compiler import plan
@@ -53,7 +58,7 @@ class JaxBackend:
         self._path = Path(base_dir) / model.artifact.path
         self._cpu_fallback = cpu_fallback
         self._cache_dir = Path(cache_dir)
-        self._label = f"model {model.name}@{model.version}"
+        self._label = batch.label(model)
         self._call: Any = None
         self._device: Any = None
         self._input_order: tuple[str, ...] = ()
@@ -66,15 +71,11 @@ class JaxBackend:
         jax = _import_jax()
         device, fallback = self._pick_device(jax)
         data = self._read_artifact()
-        sha256 = hashlib.sha256(data).hexdigest()
-        notes = []
+        sha256 = hashlib.sha256(data).hexdigest()  # also the StableHLO cache's key
         if sha256 != self._model.artifact.sha256:
-            note = (
-                f"{self._path.name} has sha256 {sha256[:12]}…, the plan was compiled "
-                f"against {self._model.artifact.sha256[:12]}…: recompile the spec"
-            )
-            log.warning("%s: %s", self._label, note)
-            notes.append(note)
+            planned = self._model.artifact.sha256
+            raise LoadFailed(f"{self._label}: {changed(self._path, sha256, planned)}")
+        notes = []
         model_proto = self._parse(data)
         check_signature(self._label, self._model.signature, model_proto)
 
@@ -152,14 +153,14 @@ class JaxBackend:
         for size in batch_sizes:
             if size < 1:
                 raise ValueError(f"batch size {size} is not positive")
-            batch = {
+            zeros = {
                 spec.name: np.zeros(
                     [size if d == -1 else d for d in spec.shape], DATATYPES[spec.datatype]
                 )
                 for spec in self._model.signature.inputs
             }
             try:
-                self.infer(batch)
+                self.infer(zeros)
             except BackendError as error:
                 raise LoadFailed(f"{self._label}: warm-up at batch size {size}: {error}") from error
 
@@ -167,7 +168,7 @@ class JaxBackend:
         call = self._loaded()
         import jax
 
-        check_batch(self._label, self._model.signature.inputs, inputs)
+        batch.check_batch(self._label, self._model.signature.inputs, inputs)
         arrays = [jax.device_put(inputs[name], self._device) for name in self._input_order]
         try:
             results = call(*arrays)

@@ -3,9 +3,11 @@
 `load` builds the session (providers from `providers.py`, threads from the
 target), refuses to serve on the wrong device unless `--cpu-fallback` asked
 for it, and checks the artifact's signature against the plan's. `infer`
-checks each batch against that signature before onnxruntime sees it, so a bad
-batch fails with a message naming the tensor and both shapes, and an error
-inside onnxruntime becomes a `BackendError` rather than a crash.
+checks each batch against that signature (`batch.py`, as the worker does)
+before onnxruntime sees it, so a bad batch fails with a message naming the
+tensor and both shapes; then BYTES elements become the UTF-8 `str` that
+onnxruntime takes. An error inside onnxruntime becomes a `BackendError`
+rather than a crash.
 
 onnxruntime is imported in `load`, never at module import.
 """
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from inferplane.backends import providers
+from inferplane.backends import batch, providers
 from inferplane.backends.registry import default_cache_dir
 from inferplane.backends.runtime import (
     BackendError,
@@ -28,7 +30,7 @@ from inferplane.backends.runtime import (
     RuntimeInfo,
     WrongDevice,
 )
-from inferplane.backends.tensors import DATATYPES, TensorError, datatype_of
+from inferplane.backends.tensors import DATATYPES
 from inferplane.compiler import plan
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ class OnnxBackend:
         self._cpu_fallback = cpu_fallback
         # TensorRT's engine cache goes under the same folder as the other built artifacts.
         self._cache_dir = cache_dir if cache_dir is not None else default_cache_dir(Path(base_dir))
-        self._label = f"model {model.name}@{model.version}"
+        self._label = batch.label(model)
         self._session: Any = None
         self._info: RuntimeInfo | None = None
         self._invalid_argument: type[Exception] = Exception
@@ -166,15 +168,15 @@ class OnnxBackend:
         for size in batch_sizes:
             if size < 1:
                 raise ValueError(f"batch size {size} is not positive")
-            batch = {spec.name: _zeros(spec, size) for spec in self._model.signature.inputs}
+            zeros = {spec.name: _zeros(spec, size) for spec in self._model.signature.inputs}
             try:
-                self.infer(batch)
+                self.infer(zeros)
             except BackendError as error:
                 raise LoadFailed(f"{self._label}: warm-up at batch size {size}: {error}") from error
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self._loaded()
-        batch, feed = prepare_batch(self._model.signature.inputs, inputs)
+        size, feed = prepare_batch(self._label, self._model.signature.inputs, inputs)
         names = [spec.name for spec in self._model.signature.outputs]
         try:
             results = session.run(names, feed)
@@ -186,10 +188,10 @@ class OnnxBackend:
             ) from error
         outputs = {}
         for spec, result in zip(self._model.signature.outputs, results, strict=True):
-            if _shape_problem(spec, result.shape, batch):
+            if _shape_problem(spec, result.shape, size):
                 raise BackendError(
                     f"{self._label}: output `{spec.name}` has shape {list(result.shape)} for "
-                    f"a batch of {batch}; the plan says {_spec_text(spec)}"
+                    f"a batch of {size}; the plan says {batch.spec_text(spec)}"
                 )
             outputs[spec.name] = _as_bytes(result) if spec.datatype == "BYTES" else result
         return outputs
@@ -254,12 +256,12 @@ def _side_problems(kind: str, specs: Sequence[plan.TensorSpec], args: Sequence[A
         arg = by_name.pop(spec.name, None)
         if arg is None:
             problems.append(
-                f"{kind} `{spec.name}`: in the plan ({_spec_text(spec)}), not in the model"
+                f"{kind} `{spec.name}`: in the plan ({batch.spec_text(spec)}), not in the model"
             )
             continue
         if ORT_TYPES.get(arg.type) != spec.datatype or _dims_problem(spec.shape, arg.shape):
             problems.append(
-                f"{kind} `{spec.name}`: plan {_spec_text(spec)}, model {_arg_text(arg)}"
+                f"{kind} `{spec.name}`: plan {batch.spec_text(spec)}, model {_arg_text(arg)}"
                 + _dims_problem(spec.shape, arg.shape)
             )
     problems += [
@@ -288,65 +290,29 @@ def _arg_text(arg: Any) -> str:
     return f"{datatype}[{dims}]"
 
 
-def _spec_text(spec: plan.TensorSpec) -> str:
-    return f"{spec.datatype}[{', '.join(str(d) for d in spec.shape)}]"
-
-
 # -- each batch -----------------------------------------------------------------
 
 
 def prepare_batch(
-    specs: Sequence[plan.TensorSpec], inputs: Mapping[str, Any]
+    label: str, specs: Sequence[plan.TensorSpec], inputs: Mapping[str, Any]
 ) -> tuple[int, dict[str, np.ndarray]]:
     """The batch size of `inputs` and the arrays to give onnxruntime.
 
-    Raises BadBatch naming the tensor and both sides. No value is cast: only
-    BYTES elements change form, from bytes to the str onnxruntime takes.
+    Raises BadBatch naming the tensor and both sides (`batch.check_batch`).
+    No value is cast: only BYTES elements change form, to the str onnxruntime takes.
     """
-    expected = {spec.name: spec for spec in specs}
-    unknown = sorted(set(inputs) - set(expected))
-    if unknown:
-        raise BadBatch(
-            f"unknown input `{unknown[0]}`: the model takes {', '.join(f'`{n}`' for n in expected)}"
-        )
-    batches: dict[str, int] = {}
-    feed = {}
-    for spec in specs:
-        if spec.name not in inputs:
-            raise BadBatch(f"missing input `{spec.name}` ({_spec_text(spec)})")
-        array = inputs[spec.name]
-        _check_array(spec, array)
-        feed[spec.name] = _as_str(spec.name, array) if spec.datatype == "BYTES" else array
-        if spec.shape and spec.shape[0] == -1:
-            batches[spec.name] = array.shape[0]
-    sizes = set(batches.values())
-    if len(sizes) > 1:
-        raise BadBatch(
-            "inputs disagree on the batch size: "
-            + ", ".join(f"`{name}` has {size}" for name, size in batches.items())
-        )
-    batch = sizes.pop() if sizes else 1
-    if batch == 0:
-        raise BadBatch("the batch is empty: each input needs at least one item")
-    return batch, feed
+    size = batch.check_batch(label, specs, inputs)
+    feed = {
+        spec.name: _as_str(f"{label}: input `{spec.name}`", inputs[spec.name])
+        if spec.datatype == "BYTES"
+        else inputs[spec.name]
+        for spec in specs
+    }
+    return size, feed
 
 
-def _check_array(spec: plan.TensorSpec, array: Any) -> None:
-    if not isinstance(array, np.ndarray):
-        raise BadBatch(
-            f"input `{spec.name}`: expected a NumPy array ({_spec_text(spec)}), "
-            f"got {type(array).__name__}"
-        )
-    got = f"{_dtype_text(array.dtype)}{list(array.shape)}"
-    if array.dtype != DATATYPES[spec.datatype]:
-        hint = " (a NumPy object array of bytes or str)" if spec.datatype == "BYTES" else ""
-        raise BadBatch(f"input `{spec.name}`: expected {_spec_text(spec)}{hint}, got {got}")
-    if _shape_problem(spec, array.shape, None):
-        raise BadBatch(f"input `{spec.name}`: expected {_spec_text(spec)}, got {got}")
-
-
-def _as_str(name: str, array: np.ndarray) -> np.ndarray:
-    """A BYTES array as onnxruntime's Python API takes string tensors: str elements.
+def _as_str(where: str, array: np.ndarray) -> np.ndarray:
+    """A checked BYTES array (bytes or str elements) as onnxruntime takes it: str.
 
     onnxruntime turns any other object into text with `str()`, so b"abc" would
     reach the model as "b'abc'"; and a str must encode to UTF-8 to cross over.
@@ -358,15 +324,11 @@ def _as_str(name: str, array: np.ndarray) -> np.ndarray:
                 item = item.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise BadBatch(
-                    f"input `{name}`: element {index} is not UTF-8 ({error.reason} at byte "
+                    f"{where}: element {index} is not UTF-8 ({error.reason} at byte "
                     f"{error.start}); onnxruntime takes string tensors as text"
                 ) from None
-        elif not isinstance(item, str):
-            raise BadBatch(
-                f"input `{name}`: element {index} is {type(item).__name__}, expected bytes or str"
-            )
         elif not _encodes(item):
-            raise BadBatch(f"input `{name}`: element {index} holds a lone surrogate, not text")
+            raise BadBatch(f"{where}: element {index} holds a lone surrogate, not text")
         items.append(item)
     out = np.empty(array.shape, dtype=object)
     out.flat[:] = items
@@ -381,29 +343,17 @@ def _encodes(text: str) -> bool:
     return True
 
 
-def _shape_problem(spec: plan.TensorSpec, shape: Sequence[int], batch: int | None) -> bool:
-    """True when `shape` does not fit the plan's; `batch` pins the -1 axis when given."""
+def _shape_problem(spec: plan.TensorSpec, shape: Sequence[int], rows: int) -> bool:
+    """True when `shape` does not fit the plan's, its batch axis being `rows` long."""
     if len(shape) != len(spec.shape):
         return True
     return any(
-        (want == -1 and batch is not None and got != batch) or (want != -1 and got != want)
-        for want, got in zip(spec.shape, shape, strict=True)
+        got != (rows if want == -1 else want) for want, got in zip(spec.shape, shape, strict=True)
     )
 
 
-def _dtype_text(dtype: np.dtype) -> str:
-    if dtype.kind in ("U", "S"):
-        return f"NumPy {dtype.str}"
-    try:
-        name = datatype_of(dtype)
-    except TensorError:
-        return f"NumPy {dtype}"
-    # datatype_of reads past byte order; a big-endian array is not the model's dtype.
-    return f"{name} (big-endian)" if dtype.byteorder == ">" else name
-
-
-def _zeros(spec: plan.TensorSpec, batch: int) -> np.ndarray:
-    shape = [batch if d == -1 else d for d in spec.shape]
+def _zeros(spec: plan.TensorSpec, rows: int) -> np.ndarray:
+    shape = [rows if d == -1 else d for d in spec.shape]
     if spec.datatype == "BYTES":
         return np.full(shape, b"", dtype=object)
     return np.zeros(shape, dtype=DATATYPES[spec.datatype])

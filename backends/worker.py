@@ -5,8 +5,13 @@ target; `load_all()` builds, loads, checks and warms up each one; then
 `infer`, `health` and `statistics` serve the gRPC edge (`worker_service.py`),
 which only converts. The lifecycle of each model:
 
-    LOADING ──load, device check, warm-up──▶ READY
-        └──────any error──────────────────▶ FAILED (with the reason)
+    LOADING ──artifact sha256, load, device check, warm-up──▶ READY
+        └──────any error──────────────────────────────────▶ FAILED (with the reason)
+
+The artifact's sha256 is checked against the plan's before a backend exists
+(`artifact_check.py`): a worker never serves a file that differs from the one
+the plan was reviewed with. Each batch is checked against the plan's
+signature and the target's `batch max` (`batch.py`) before any runtime sees it.
 
 A model that fails to load fails alone: the others serve. The one exception
 is the host itself: when every model fails because the host lacks the
@@ -38,10 +43,17 @@ from pathlib import Path
 
 import numpy as np
 
+from inferplane.backends import batch
+from inferplane.backends.artifact_check import check_artifact
 from inferplane.backends.logfmt import kv
 from inferplane.backends.registry import create_backend
-from inferplane.backends.runtime import Backend, BackendError, RuntimeInfo, WrongDevice
-from inferplane.backends.worker_batch import check_batch, label
+from inferplane.backends.runtime import (
+    Backend,
+    BackendError,
+    LoadFailed,
+    RuntimeInfo,
+    WrongDevice,
+)
 from inferplane.backends.worker_stats import ModelStats, Statistics
 from inferplane.compiler.plan import Model, Plan
 
@@ -133,6 +145,11 @@ class _Slot:
         return (self.model.name, self.model.version)
 
 
+def label(model: Model) -> str:
+    """How the worker's messages and logs name a model version: `name@version`."""
+    return f"{model.name}@{model.version}"
+
+
 def warm_up_sizes(max_batch_size: int) -> list[int]:
     """1, 2, 4, … below the maximum, then the maximum itself."""
     sizes, size = [], 1
@@ -218,8 +235,13 @@ class WorkerCore:
 
     def _load(self, slot: _Slot) -> None:
         name = label(slot.model)
-        stage = "creating its backend"
         started = time.monotonic()
+        try:
+            check_artifact(self.base_dir / slot.model.artifact.path, slot.model.artifact.sha256)
+        except LoadFailed as error:
+            self._fail(slot, str(error))
+            return
+        stage = "creating its backend"
         try:
             backend = self._factory(
                 slot.model,
@@ -344,7 +366,9 @@ class WorkerCore:
             self._in_flight += 1
         assert backend is not None
         try:
-            size = check_batch(slot.model, slot.max_batch_size, inputs, outputs)
+            signature, model_label = slot.model.signature, batch.label(slot.model)
+            size = batch.check_batch(model_label, signature.inputs, inputs, slot.max_batch_size)
+            batch.check_outputs(model_label, signature.outputs, outputs)
             start = self._clock()
             produced = backend.infer(inputs)
             elapsed = self._clock() - start

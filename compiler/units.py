@@ -18,12 +18,12 @@ KIND_OF_UNITS = {
 
 
 def format_duration(seconds: float) -> str:
-    """A readable duration: 2ms, 0.5ms, 150us, 1.2s (and 0ms)."""
+    """A readable duration: 2ms, 0.5ms, 150us, 1.2s (and 0ms); rounding never spills a unit."""
     if seconds == 0:
         return "0ms"
-    if seconds >= 1:
+    if round(seconds, 3) >= 1:
         return f"{seconds:.3g}s"
-    if seconds >= 1e-3:
+    if round(seconds * 1e3, 1) >= 1:
         return f"{seconds * 1e3:.3g}ms"
     return f"{seconds * 1e6:.3g}us"
 

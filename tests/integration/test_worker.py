@@ -151,12 +151,12 @@ BAD_BATCHES = {
     "wrong dtype": (
         _fraud_request(inputs=[tensor("features", features(2).astype(np.float64))]),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "input `features` of model `fraud-scorer@1`: got FP64, the model takes FP32[batch, 30]",
+        "model fraud-scorer@1: input `features`: expected FP32[-1, 30], got FP64[2, 30]",
     ),
     "wrong shape": (
         _fraud_request(inputs=[tensor("features", np.zeros((2, 29), np.float32))]),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "got shape [2, 29], the model takes FP32[batch, 30]",
+        "input `features`: expected FP32[-1, 30], got FP32[2, 29]",
     ),
     "raw length": (
         _fraud_request(inputs=[tensor("features", features(2), raw=b"\0" * 100)]),
@@ -166,7 +166,7 @@ BAD_BATCHES = {
     "unknown input": (
         _fraud_request(inputs=[tensor("feature", features(2))]),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "has no input `feature`",
+        "unknown input `feature`; the model takes `features` FP32[-1, 30]",
     ),
     "bytes prefix": (
         pb.InferRequest(
@@ -180,7 +180,7 @@ BAD_BATCHES = {
     "above max batch": (
         _fraud_request(inputs=[tensor("features", features(33))]),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "batch of 33 for model `fraud-scorer@1` is above its max_batch_size of 32",
+        "model fraud-scorer@1: batch of 33 is above its max_batch_size of 32 on this target",
     ),
     "unknown model": (
         _fraud_request(model="nope"),

@@ -514,17 +514,18 @@ def test_inputs_are_matched_by_name_and_share_the_batch(tmp_path) -> None:
     )
 
 
-def test_an_artifact_changed_since_compiling_is_served_with_a_warning(
-    example_models, tmp_path, caplog
-) -> None:
+def test_an_artifact_changed_since_compiling_is_refused(example_models, tmp_path) -> None:
+    """The worker core refuses it before any backend; a backend used alone refuses it too."""
     model = plan_model(example_models / "recs.onnx", example_models)
     stale = model.model_copy(
         update={"artifact": model.artifact.model_copy(update={"sha256": "0" * 64})}
     )
-    with caplog.at_level(logging.WARNING):
-        backend = loaded(stale, example_models, tmp_path)
-    assert "the plan was compiled against 000000000000…: recompile the spec" in caplog.text
-    assert any("recompile" in note for note in backend.describe().notes)
+    with pytest.raises(
+        LoadFailed,
+        match=r"model recs@1: artifact `.*recs\.onnx` changed since the plan was made: "
+        r"sha256 [0-9a-f]{12}…, plan says 000000000000…; recompile the spec \(infc plan\)",
+    ):
+        loaded(stale, example_models, tmp_path)
 
 
 def test_a_backend_serves_nothing_before_load(example_models, tmp_path) -> None:

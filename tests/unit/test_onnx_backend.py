@@ -262,11 +262,11 @@ BAD_FEATURES = [
     ({"features": np.zeros((2, 3, 30), F32)}, "expected FP32[-1, 30], got FP32[2, 3, 30]"),
     (
         {"features": [[0.0] * 30]},
-        "input `features`: expected a NumPy array (FP32[-1, 30]), got list",
+        "input `features`: expected a NumPy array FP32[-1, 30], got list",
     ),
-    ({}, "missing input `features` (FP32[-1, 30])"),
+    ({}, "model fraud-scorer@1: missing input `features` FP32[-1, 30]"),
     ({"features": np.zeros((1, 30), F32), "extra": np.zeros(1, F32)}, "unknown input `extra`"),
-    ({"feature": np.zeros((1, 30), F32)}, "unknown input `feature`: the model takes `features`"),
+    ({"feature": np.zeros((1, 30), F32)}, "unknown input `feature`; the model takes `features`"),
     ({"features": np.zeros((0, 30), F32)}, "the batch is empty"),
 ]
 
@@ -305,9 +305,11 @@ def test_inputs_must_agree_on_the_batch_size():
         plan.TensorSpec(name="b", datatype="INT64", shape=[-1]),
     ]
     good = {"a": np.zeros((4, 3), F32), "b": np.zeros(4, np.int64)}
-    assert prepare_batch(specs, good)[0] == 4
-    with pytest.raises(BadBatch, match="disagree on the batch size: `a` has 4, `b` has 3"):
-        prepare_batch(specs, {"a": np.zeros((4, 3), F32), "b": np.zeros(3, np.int64)})
+    assert prepare_batch("model ab@1", specs, good)[0] == 4
+    with pytest.raises(
+        BadBatch, match="ab@1: inputs disagree on the batch size: `a` has 4, `b` has 3"
+    ):
+        prepare_batch("model ab@1", specs, {"a": np.zeros((4, 3), F32), "b": np.zeros(3, np.int64)})
 
 
 def test_onnxruntime_rejecting_a_batch_is_a_bad_batch(plans, monkeypatch):

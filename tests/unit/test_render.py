@@ -91,4 +91,11 @@ def test_rates_and_durations_read_well_at_unit_edges():
         "1M rps",
         "1.23M rps",
     ]
-    assert [format_duration(v) for v in (0, 150e-6, 2e-3, 1.5)] == ["0ms", "150us", "2ms", "1.5s"]
+    assert [format_duration(v) for v in (0, 150e-6, 999.96e-6, 2e-3, 0.9996, 1.5)] == [
+        "0ms",
+        "150us",
+        "1ms",
+        "2ms",
+        "1s",
+        "1.5s",
+    ]
