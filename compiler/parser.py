@@ -7,11 +7,12 @@ one run finds them all:
 1. Lexing. An unexpected character is reported, the rest of its line blanked,
    and lexing starts again.
 2. Parsing. Tokens are fed to Lark's interactive parser one by one, with a
-   checkpoint taken at every end of line. On an unexpected token the parser
-   goes back to the checkpoint and skips the rest of the line (a whole block,
-   when the bad line opened one), so each bad line gives one error and the
-   lines after it are still checked. A top-level header that lost its `{`
-   skips its indented body instead of reporting every line of it.
+   checkpoint at every end of line (a count of accepted tokens: `_Replay`).
+   On an unexpected token the parser goes back to the checkpoint and skips
+   the rest of the line (a whole block, when the bad line opened one), so
+   each bad line gives one error and the lines after it are still checked.
+   A top-level header that lost its `{` skips its indented body instead of
+   reporting every line of it.
 """
 
 from __future__ import annotations
@@ -135,9 +136,35 @@ def _blank_rest_of_line(text: str, pos: int) -> str:
 # ---- parsing with recovery ----------------------------------------------------
 
 
+class _Replay:
+    """The tokens the parser has accepted, and a way back to any line boundary.
+
+    Copying Lark's parser state at every line would deep-copy the whole tree
+    built so far, line after line (quadratic: minutes for a 4,000-line spec).
+    Instead the accepted tokens are kept, and going back to a checkpoint
+    feeds them again to a fresh parser: no cost on a clean file, one pass
+    over the file per syntax error.
+    """
+
+    def __init__(self) -> None:
+        self.accepted: list[Token] = []
+
+    def feed(self, parser, token: Token) -> None:
+        parser.feed_token(token)
+        self.accepted.append(token)
+
+    def back_to(self, boundary: int):
+        del self.accepted[boundary:]
+        parser = _lark().parse_interactive("")
+        for token in self.accepted:
+            parser.feed_token(token)
+        return parser
+
+
 def _parse_tokens(tokens: list[Token], diagnostics: Diagnostics) -> Tree | None:
+    replay = _Replay()
     parser = _lark().parse_interactive("")
-    checkpoint, checkpoint_index = parser.copy(), 0
+    boundary, checkpoint_index = 0, 0  # accepted tokens / input index at the checkpoint
     open_braces: list[Token] = []  # unclosed `{`, for the end-of-file message
     open_brackets: list[Token] = []  # unclosed `[`: lists may span lines
     depth_at_checkpoint = 0
@@ -146,14 +173,14 @@ def _parse_tokens(tokens: list[Token], diagnostics: Diagnostics) -> Tree | None:
     while i < len(tokens):
         token = tokens[i]
         try:
-            parser.feed_token(token)
+            replay.feed(parser, token)
         except UnexpectedToken as e:
             errors += 1
             if errors > _MAX_ERRORS:
                 return None
             previous = tokens[i - 1] if i else None
             _report_token(e, token, previous, open_brackets, depth_at_checkpoint, diagnostics)
-            parser = checkpoint.copy()
+            parser = replay.back_to(boundary)
             del open_braces[depth_at_checkpoint:]
             open_brackets.clear()
             resume = _skip_bad_line(tokens, checkpoint_index, i, depth_at_checkpoint)
@@ -163,9 +190,9 @@ def _parse_tokens(tokens: list[Token], diagnostics: Diagnostics) -> Tree | None:
                 if not open_braces:
                     break
                 closing = next(t for t in reversed(skipped) if t.type == "RBRACE")
-                parser.feed_token(closing)
+                replay.feed(parser, closing)
                 open_braces.pop()
-            checkpoint = parser.copy()
+            boundary = len(replay.accepted)
             depth_at_checkpoint = len(open_braces)
             # Always make progress, even when the end of line itself was bad.
             i = resume if resume > last_error_index else i + 1
@@ -181,7 +208,7 @@ def _parse_tokens(tokens: list[Token], diagnostics: Diagnostics) -> Tree | None:
             open_brackets.pop()
         i += 1
         if token.type == "_NL" and not open_brackets:
-            checkpoint, checkpoint_index = parser.copy(), i
+            boundary, checkpoint_index = len(replay.accepted), i
             depth_at_checkpoint = len(open_braces)
     last = tokens[-1] if tokens else None
     try:
@@ -189,7 +216,7 @@ def _parse_tokens(tokens: list[Token], diagnostics: Diagnostics) -> Tree | None:
     except UnexpectedToken as e:
         _report_eof(e, open_braces, diagnostics)
     # Close what is still open so that the rest of the file is still checked.
-    parser = checkpoint.copy()
+    parser = replay.back_to(boundary)
     try:
         for brace in reversed(open_braces[:depth_at_checkpoint]):
             parser.feed_token(Token.new_borrow_pos("RBRACE", "}", brace))
