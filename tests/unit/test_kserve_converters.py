@@ -417,7 +417,7 @@ def test_model_metadata_keeps_the_batch_axis(demo: plan_mod.Plan):
 def test_unknown_names_and_versions(demo: plan_mod.Plan):
     with pytest.raises(NotFound) as caught:
         conv.model_metadata_to_proto(demo, "fraud-scorer", "3")
-    assert str(caught.value) == "model `fraud-scorer` has no version `3`; it has 1, 2"
+    assert str(caught.value) == "model `fraud-scorer` has no version `3`; its versions are 1, 2"
     with pytest.raises(NotFound) as caught:
         conv.model_config_to_proto(demo, "nope")
     assert str(caught.value) == (
@@ -696,3 +696,19 @@ def test_tritonclient_reads_our_metadata_and_config(triton, demo: plan_mod.Plan)
     meta = conv.model_metadata_to_proto(demo, "payments")
     theirs = triton.pb.ModelMetadataResponse.FromString(meta.SerializeToString())
     assert (theirs.name, list(theirs.inputs[0].shape)) == ("payments", [-1, 30])
+
+
+def test_tritonclient_reads_our_statistics(triton):
+    stats = conv.ModelStats(
+        name="payments",
+        version=conv.ROUTE_STATS_VERSION,
+        inference_count=5,
+        success=conv.Duration(5, 1_000),
+        batches=(conv.BatchStats(4, compute_infer=conv.Duration(1, 800)),),
+    )
+    ours = conv.model_statistics_to_proto([stats])
+    theirs = triton.pb.ModelStatisticsResponse.FromString(ours.SerializeToString())
+    row = theirs.model_stats[0]
+    assert (row.name, row.version, row.inference_count) == ("payments", "1", 5)
+    assert row.inference_stats.success.ns == 1_000
+    assert row.batch_stats[0].compute_infer.count == 1
