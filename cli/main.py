@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from inferplane.cli import commands, profile_command, worker_command
+from inferplane.cli import commands, profile_command, serve_command, worker_command
 from inferplane.cli.console import Console
 
 
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker_command.add_parser(sub, [common])
     profile_command.add_parser(sub, [common])
+    serve_command.add_parser(sub, [common])
     return parser
 
 
@@ -97,6 +98,7 @@ def run(argv: Sequence[str] | None = None, console: Console | None = None) -> in
     handler = {"check": commands.check, "fmt": commands.fmt, "plan": commands.plan}
     handler["worker"] = worker_command.run
     handler["profile"] = profile_command.run
+    handler["serve"] = serve_command.run
     return int(handler[args.command](args, console))
 
 
@@ -107,3 +109,7 @@ def main() -> None:
         # The reader went away (`infc plan … | head`): stop quietly.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(ExitCode.ERRORS)
+
+
+if __name__ == "__main__":
+    main()

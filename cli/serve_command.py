@@ -1,0 +1,184 @@
+"""`infc serve SPEC`: the gateway plus local workers, on one host, until SIGTERM.
+
+    compile (errors: printed like `infc check`, exit 1)
+      ─▶ Gateway(plan).start() ─▶ start_server (listen) ─▶ Supervisor.start
+      ─▶ wait (bounded) until every local worker is ready, or a target has none (exit 1)
+      ─▶ stdout: `serving SPEC on ADDR: N models, M workers`
+      ─▶ SIGTERM / SIGINT ─▶ gateway.drain (refuse new, finish in-flight)
+      ─▶ server stops ─▶ workers get SIGTERM (they drain), stragglers SIGKILL ─▶ exit 0
+
+The workers listen on unix sockets in a private temporary folder, removed at
+the end. Every path out of `run` stops the workers (try/finally), and each
+worker also dies with this process on Linux (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from inferplane.cli.console import Console
+from inferplane.compiler import render
+from inferplane.compiler.compilation import Compilation
+
+OK, ERRORS = 0, 1
+READY_TIMEOUT_S = 120.0  # the longest the workers may take to load their models
+STOP_MARGIN_S = 10.0  # beyond the grace periods, before a stop gives up waiting
+
+log = logging.getLogger("inferplane.cli.serve")
+
+
+def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]):
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the gateway and a local worker per replica of each local target (until SIGTERM)",
+        parents=parents,
+    )
+    serve.add_argument("spec", metavar="SPEC")
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="where the gateway listens (default: the spec's `gateway listen`; port 0 picks "
+        "a free one, which the `serving` line shows)",
+    )
+    serve.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="Prometheus endpoint: not built yet (says so on stderr and serves without it)",
+    )
+    serve.add_argument(
+        "--cpu-fallback",
+        action="store_true",
+        help="let local workers of gpu or tpu targets run on the CPU when the host lacks "
+        "the hardware (development only; logged)",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long in-flight requests may take to finish (default 30)",
+    )
+    return serve
+
+
+def _configure_logging(stream) -> None:
+    logger = logging.getLogger("inferplane")
+    if not logger.handlers:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    if args.grace < 0:
+        console.error(f"infc: --grace must be 0 or more seconds, not {args.grace}")
+        return ERRORS
+    path = Path(args.spec)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        console.error(f"infc: cannot read {path}: {getattr(error, 'strerror', None) or error}")
+        return ERRORS
+    compilation = Compilation(text, args.spec, path.resolve().parent)
+    found = compilation.diagnostics
+    if found:
+        console.error(render.render_human(found, text, console.err_colour), end="")
+    if compilation.plan is None:
+        console.error(render.summary(args.spec, found))
+        return ERRORS
+    try:
+        # Imported here: grpc and the gateway are not needed by the other commands.
+        from inferplane.gateway.app import Gateway
+        from inferplane.gateway.server import start_server
+    except ImportError as error:
+        console.error(f"infc: the gateway is not available in this build ({error})")
+        return ERRORS
+    if args.metrics or compilation.plan.gateway.metrics:
+        console.error("infc: the metrics endpoint is not built yet; serving without it")
+    _configure_logging(console.err)
+    run_dir = tempfile.mkdtemp(prefix="infc-serve-")  # short: unix socket paths are limited
+    try:
+        return asyncio.run(_serve(args, console, compilation.plan, Gateway, start_server, run_dir))
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def _serve(args, console: Console, plan, gateway_class, start_server, run_dir: str) -> int:
+    from inferplane.gateway.supervisor import Supervisor, WorkersFailed
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = gateway_class(plan)
+    supervisor = Supervisor(
+        plan,
+        args.spec,
+        cpu_fallback=args.cpu_fallback,
+        run_dir=run_dir,
+        on_change=gateway.set_replicas,
+        worker_grace_s=args.grace,
+    )
+    server = None
+    try:
+        await gateway.start()
+        try:
+            server, address = await start_server(
+                gateway,
+                args.listen or plan.gateway.listen,
+                max_message_bytes=plan.gateway.max_message_bytes,
+            )
+        except (OSError, RuntimeError) as error:
+            console.error(f"infc: cannot listen on {args.listen or plan.gateway.listen}: {error}")
+            return ERRORS
+        await supervisor.start()
+        ready = asyncio.ensure_future(supervisor.wait_ready(READY_TIMEOUT_S))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((ready, stopped), return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not ready.done():  # a signal during the start: stop without serving
+            ready.cancel()
+            return OK
+        try:
+            ready.result()
+        except WorkersFailed as error:
+            console.error(f"infc: {error}")
+            return ERRORS
+        models = len(plan.models)
+        console.print(
+            f"serving {args.spec} on {address}: {models} model{'s' if models != 1 else ''}, "
+            f"{supervisor.worker_count} worker{'s' if supervisor.worker_count != 1 else ''}"
+        )
+        console.out.flush()
+        await stop.wait()
+        log.info("event=draining grace_s=%s", args.grace)
+        await _bounded(gateway.drain(args.grace), args.grace + STOP_MARGIN_S, "gateway drain")
+        await _bounded(server.stop(1.0), STOP_MARGIN_S, "server stop")
+        server = None
+        return OK
+    finally:
+        # Every way out, errors included, stops the workers: no orphans.
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await _bounded(server.stop(0), STOP_MARGIN_S, "server stop")
+        await supervisor.stop(args.grace)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("event=stopped")
+        sys.stdout.flush()
+
+
+async def _bounded(awaitable, timeout_s: float, what: str) -> None:
+    try:
+        await asyncio.wait_for(awaitable, timeout_s)
+    except TimeoutError:
+        log.warning("event=stop_timeout what=%r timeout_s=%s", what, timeout_s)

@@ -1,0 +1,720 @@
+"""The gateway process's core: requests in, batches out to workers, answers back.
+
+Transport-neutral: the gRPC servicers (gateway/server.py) convert a request,
+call `Gateway.infer`, and convert the `InferOutcome` back; errors are the
+`kind`-carrying exceptions of gateway/errors.py (and of the pure cores).
+
+    gateway = Gateway(plan)                      # clock, rng, client_factory injectable
+    await gateway.start()                        # one driver task per (model version, shard)
+    gateway.set_replicas("laptop", ["unix:/run/w0.sock", "unix:/run/w1.sock"])
+    outcome = await gateway.infer(request, deadline=clock() + 0.5)
+    await gateway.drain(grace_s=10)
+
+One request, `infer`:
+1. refused at once while draining (UNAVAILABLE) or past its deadline;
+2. `RouteTable.resolve` picks the model version (NOT_FOUND, or a route's draw);
+3. the inputs are checked against that model's signature with the workers'
+   own check (`backends/batch.check_batch`: names, dtypes, shapes, batch at
+   most `max_batch_size`; INVALID_ARGUMENT names the tensor), and the model's
+   redacted BYTES inputs are rewritten (`redaction`) — nothing unredacted is
+   queued, so no worker ever sees it;
+4. the shard: the model's `ShardPicker` draws one by weight among shards with
+   a live replica (none: the route's fallback, else UNAVAILABLE);
+5. `admission.admit` with the shard policy's `forecast`: queue it, send it to
+   the route's fallback, or refuse (RESOURCE_EXHAUSTED);
+6. it joins that shard's queue and waits for its answer.
+
+One lane per (model version, shard) owns a queue of `batching.Pending` and a
+driver task that loops on `BatchPolicy.decide(queue, now, free_slots, slots)`:
+expired requests are answered DEADLINE_EXCEEDED before anything is sent;
+a batch is `tensor_batch.merge`d and sent to a replica of the shard's target
+chosen by power of two choices among those with a free slot (each replica
+runs at most `slots_per_replica` batches at once, over all the models of its
+target); the measured send-to-answer time feeds the lane's
+`ServiceTimeModel`, and the outputs are `split` back exactly. A retriable
+failure (UNAVAILABLE, a lost connection) ejects the replica and sends the
+same batch to a replica not tried yet (`sharding.Attempts`: at most three
+tries, one answer per request). Ejected replicas are probed with the worker's
+Health RPC after their backoff and re-admitted when ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from inferplane.backends.batch import check_batch, check_outputs, label
+from inferplane.backends.runtime import BadBatch
+from inferplane.compiler import plan as plan_mod
+from inferplane.gateway import admission, converters, redaction, tensor_batch
+from inferplane.gateway.batching import BatchPolicy, Pending
+from inferplane.gateway.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    Internal,
+    InvalidArgument,
+    Unavailable,
+    kind_of,
+)
+from inferplane.gateway.routing import ModelKey, RouteTable
+from inferplane.gateway.sharding import (
+    RETRIABLE,
+    Attempts,
+    Fleet,
+    Next,
+    NoReplica,
+    Replica,
+    Shard,
+    ShardPicker,
+    TargetPool,
+)
+from inferplane.gateway.worker_client import GrpcWorkerClient, WorkerClient
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+WORKER_TIMEOUT_S = 30.0  # the longest one batch may hold a slot
+PROBE_TIMEOUT_S = 2.0
+PROBE_IDLE_S = 0.5  # how often a pool with nothing ejected looks again
+MAX_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class InferOutcome:
+    """The answer to one request: its outputs by name, and what served it."""
+
+    model: str
+    version: int
+    outputs: dict[str, np.ndarray]
+    route: str | None = None
+
+
+@dataclass(eq=False)
+class _Job:
+    """One queued request: redacted inputs, its future, its tries."""
+
+    id: str
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    wanted: tuple[str, ...]
+    arrival: float
+    deadline: float
+    future: asyncio.Future
+    attempts: Attempts
+    sent_at: float | None = None
+
+
+@dataclass(eq=False)
+class _Lane:
+    """One (model version, shard): its queue, batching policy and driver."""
+
+    key: ModelKey
+    model: plan_mod.Model
+    pool: TargetPool
+    picker: ShardPicker  # over this one shard: power of two choices in its pool
+    policy: BatchPolicy
+    queue: list[Pending] = field(default_factory=list)
+    wake: asyncio.Event | None = None
+    task: asyncio.Task | None = None
+    inflight: set[asyncio.Task] = field(default_factory=set)
+    stopping: bool = False
+
+
+@dataclass
+class _Counts:
+    """Cumulative figures of one model version (or route), for ModelStatistics."""
+
+    success: list[int] = field(default_factory=lambda: [0, 0])  # count, ns
+    fail: list[int] = field(default_factory=lambda: [0, 0])
+    queue: list[int] = field(default_factory=lambda: [0, 0])
+    compute: list[int] = field(default_factory=lambda: [0, 0])
+    inferences: int = 0
+    executions: int = 0
+    batches: dict[int, list[int]] = field(default_factory=dict)  # size -> count, compute ns
+    last_ms: int = 0
+
+    def record(self, name: str, version: int) -> converters.ModelStats:
+        d = converters.Duration
+        return converters.ModelStats(
+            name=name,
+            version=version,
+            last_inference_ms=self.last_ms,
+            inference_count=self.inferences,
+            execution_count=self.executions,
+            success=d(*self.success),
+            fail=d(*self.fail),
+            queue=d(*self.queue),
+            compute_infer=d(*self.compute),
+            batches=tuple(
+                converters.BatchStats(size, compute_infer=d(count, ns))
+                for size, (count, ns) in sorted(self.batches.items())
+            ),
+        )
+
+
+class Gateway:
+    """The gateway core over one plan (see the module docstring)."""
+
+    slots_per_replica = 2  # batches one replica runs at once; tests may set it
+
+    def __init__(
+        self,
+        plan: plan_mod.Plan,
+        *,
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
+        client_factory: Callable[[str], WorkerClient] | None = None,
+    ):
+        self.plan = plan
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        max_bytes = plan.gateway.max_message_bytes
+        if client_factory is None:
+
+            def client_factory(endpoint: str) -> WorkerClient:
+                return GrpcWorkerClient(endpoint, max_message_bytes=max_bytes)
+
+        self._client_factory = client_factory
+        self.routes = RouteTable.from_plan(plan, rng=self._rng)
+        # Remote `workers` of the plan start in their pools here; local targets
+        # start empty until the supervisor calls set_replicas.
+        self.fleet = Fleet.from_plan(plan, clock=clock, rng=self._rng)
+        self._models: dict[ModelKey, plan_mod.Model] = {}
+        self._redactors: dict[ModelKey, dict[str, redaction.Redactor]] = {}
+        self._lanes: dict[ModelKey, dict[str, _Lane]] = {}
+        self._by_target: dict[str, list[_Lane]] = {t.name: [] for t in plan.targets}
+        for m in plan.models:
+            key = ModelKey(m.name, m.version)
+            self._models[key] = m
+            self._redactors[key] = redaction.redactors_for(m.privacy)
+            self._lanes[key] = {}
+            for s in m.shards:
+                lane = self._lane(key, m, s)
+                self._lanes[key][s.target] = lane
+                self._by_target[s.target].append(lane)
+        self._clients: dict[str, WorkerClient] = {}
+        self._finish_at: dict[str, list[float]] = {}  # replica id -> predicted ends of its batches
+        self._counts: dict[tuple[str, int], _Counts] = {}
+        self._ids = itertools.count(1)
+        self._started = False
+        self._draining = False
+        self._tasks: list[asyncio.Task] = []
+        self._listeners: list[Callable[[bool], None]] = []
+        self._was_ready: bool | None = None
+
+    def _lane(self, key: ModelKey, model: plan_mod.Model, shard: plan_mod.Shard) -> _Lane:
+        pool = self.fleet.pool(shard.target)
+        est = shard.estimate
+        picker = ShardPicker(f"{key}", [Shard(pool, 1, est.fixed_s, est.per_item_s)], rng=self._rng)
+        policy = BatchPolicy.from_plan(model, shard)
+        if converters.max_batch_size(model) == 0:
+            # No batch axis: every call carries exactly one request.
+            policy = BatchPolicy(
+                max_batch=1,
+                window_s=0.0,
+                fixed=False,
+                slo_s=policy.slo_s,
+                service_time=policy.service_time,
+                arrivals=policy.arrivals,
+            )
+        return _Lane(key, model, pool, picker, policy)
+
+    # --- lifecycle and membership
+
+    async def start(self) -> None:
+        """Start the drivers (one per lane) and the health probers (one per target)."""
+        if self._started:
+            return
+        self._started = True
+        for lanes in self._lanes.values():
+            for lane in lanes.values():
+                lane.wake = asyncio.Event()
+                lane.task = asyncio.create_task(self._drive(lane), name=f"lane {lane.key}")
+        for pool in self.fleet.pools.values():
+            self._tasks.append(asyncio.create_task(self._probe(pool), name=f"probe {pool.name}"))
+        self._notify_ready()
+
+    def set_replicas(self, target: str, endpoints: Sequence[str]) -> None:
+        """The live worker endpoints of `target`, replacing those it had."""
+        if target not in self.fleet.pools:
+            known = ", ".join(sorted(self.fleet.pools))
+            raise ValueError(f"unknown target `{target}`; the plan's targets are {known}")
+        pool = self.fleet.pool(target)
+        wanted = list(dict.fromkeys(endpoints))
+        for replica in list(pool.replicas):
+            if replica.endpoint not in wanted:
+                pool.remove(replica)
+                self._drop_client(replica.endpoint)
+        have = {r.endpoint for r in pool.replicas}
+        for endpoint in wanted:
+            if endpoint not in have:
+                pool.add(endpoint)
+        self._wake(target)
+        self._notify_ready()
+
+    @property
+    def ready(self) -> bool:
+        """Started, not draining, and every model version has a live replica on a shard."""
+        return (
+            self._started
+            and not self._draining
+            and all(self._has_live(key) for key in self._models)
+        )
+
+    def now(self) -> float:
+        """The gateway's clock (deadlines passed to `infer` are on it)."""
+        return self._clock()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def add_ready_listener(self, listener: Callable[[bool], None]) -> None:
+        """Call `listener(ready)` whenever `ready` changes (the health service uses it)."""
+        self._listeners.append(listener)
+        listener(self.ready)
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        """Whether a model version (or any model of a route) can take requests."""
+        served = converters.served(self.plan, name, version)
+        if served.route is None:
+            return self._serving(ModelKey(served.model.name, served.model.version))
+        members = [ModelKey(e.model, e.version) for e in served.route.entries]
+        if served.route.fallback is not None:
+            members.append(ModelKey(served.route.fallback.model, served.route.fallback.version))
+        return any(self._serving(k) for k in members)
+
+    def availability(self) -> dict[tuple[str, int], converters.Availability]:
+        """Each model version's state, for RepositoryIndex."""
+        out = {}
+        for key in self._models:
+            if self._serving(key):
+                out[key.name, key.version] = converters.Availability()
+            else:
+                why = "draining" if self._draining else "no live worker on any of its shards"
+                out[key.name, key.version] = converters.Availability("UNAVAILABLE", why)
+        return out
+
+    def statistics(self, name: str = "", version: str = "") -> list[converters.ModelStats]:
+        """Cumulative statistics: every model version, or those of `name` (a route: one row)."""
+        if not name:
+            keys = sorted(self._models)
+        else:
+            served = converters.served(self.plan, name, version)
+            if served.route is not None:
+                stats = self._counts.get((name, converters.ROUTE_STATS_VERSION), _Counts())
+                return [stats.record(name, converters.ROUTE_STATS_VERSION)]
+            versions = [served.model.version] if version else served.versions
+            keys = [ModelKey(name, v) for v in versions]
+        return [self._count(k.name, k.version).record(k.name, k.version) for k in keys]
+
+    async def drain(self, grace_s: float) -> None:
+        """Refuse new requests, finish what is queued and in flight (for up to
+        `grace_s`), then stop every task and close the worker channels."""
+        self._draining = True
+        self._notify_ready()
+        lanes = [lane for ls in self._lanes.values() for lane in ls.values()]
+        for lane in lanes:
+            lane.stopping = True
+            if lane.wake is not None:
+                lane.wake.set()
+        end = self._clock() + grace_s
+        while True:
+            pending = {lane.task for lane in lanes if lane.task and not lane.task.done()}
+            pending |= {t for lane in lanes for t in lane.inflight}
+            left = end - self._clock()
+            if not pending or left <= 0:
+                break
+            await asyncio.wait(pending, timeout=left)
+        late = Unavailable("the gateway is draining and its grace period is over")
+        for lane in lanes:
+            for p in lane.queue:
+                self._fail(p.item, late)
+            lane.queue.clear()
+        tasks = [lane.task for lane in lanes if lane.task] + self._tasks
+        tasks += [t for lane in lanes for t in lane.inflight]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        clients, self._clients = list(self._clients.values()), {}
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+    # --- one request
+
+    async def infer(
+        self, request: converters.InferRequest, *, deadline: float | None
+    ) -> InferOutcome:
+        """Serve one request; `deadline` is absolute on the gateway's clock (None: none)."""
+        if self._draining:
+            raise Unavailable("draining: the gateway is shutting down; retry on another")
+        if not self._started:
+            raise Unavailable("the gateway is not started yet")
+        now = self._clock()
+        if deadline is not None and now >= deadline:
+            raise DeadlineExceeded("the deadline passed before the request was read")
+        resolved = self.routes.resolve(request.model, request.version)
+        key, fallback = resolved.model, self.routes.fallback_for(resolved)
+        inputs, rows = self._prepare(key, request)
+        lane, why = self._pick_lane(key)
+        fallback_lane = self._pick_lane(fallback)[0] if fallback is not None else None
+        if lane is None:
+            if fallback_lane is None:
+                raise Unavailable(why)
+            key, lane = fallback, fallback_lane
+            inputs, rows = self._prepare(key, request)
+        else:
+            decision = self._admit(lane, fallback_lane, now, deadline, rows)
+            if isinstance(decision, admission.Refuse):
+                self._count(*key).fail[0] += 1
+                raise decision.error()
+            if isinstance(decision, admission.Fallback):
+                key, lane = fallback, fallback_lane
+                inputs, rows = self._prepare(key, request)
+        job = _Job(
+            id=f"g{next(self._ids)}",
+            inputs=inputs,
+            rows=rows,
+            wanted=request.outputs,
+            arrival=now,
+            deadline=math.inf if deadline is None else deadline,
+            future=asyncio.get_running_loop().create_future(),
+            attempts=Attempts(request.id or "", max_retries=MAX_RETRIES),
+        )
+        lane.queue.append(Pending(now, rows, job.deadline, job))
+        lane.policy.arrivals.record(now, rows)
+        lane.wake.set()
+        try:
+            outputs = await job.future
+        except GatewayError:
+            self._finish(key, resolved.route, job, ok=False)
+            raise
+        self._finish(key, resolved.route, job, ok=True)
+        return InferOutcome(key.name, key.version, outputs, resolved.route)
+
+    def _prepare(
+        self, key: ModelKey, request: converters.InferRequest
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """Check the inputs against the model's signature, then redact them."""
+        model = self._models[key]
+        limit = converters.max_batch_size(model)
+        try:
+            rows = check_batch(label(model), model.signature.inputs, request.inputs, limit or None)
+            check_outputs(label(model), model.signature.outputs, request.outputs)
+        except BadBatch as error:
+            raise InvalidArgument(str(error)) from None
+        inputs = dict(request.inputs)
+        for name, redactor in self._redactors[key].items():
+            if name in inputs:
+                inputs[name] = redactor.redact_array(inputs[name], tensor=name).array
+        return inputs, rows if limit else 1
+
+    def _pick_lane(self, key: ModelKey) -> tuple[_Lane | None, str]:
+        """The shard a request of `key` joins, by weight among shards with a live
+        replica (the replica itself is chosen at dispatch); else None and why."""
+        try:
+            replica = self.fleet.picker(*key).pick()
+        except NoReplica as error:
+            return None, str(error)
+        return self._lanes[key][replica.target], ""
+
+    def _admit(
+        self,
+        lane: _Lane,
+        fallback: _Lane | None,
+        now: float,
+        deadline: float | None,
+        rows: int,
+    ) -> admission.Decision:
+        forecast = lane.policy.forecast(lane.queue, now, self._slots_free_at(lane, now), rows)
+        alternative = None
+        if fallback is not None:
+            fb = fallback.policy.forecast(
+                fallback.queue, now, self._slots_free_at(fallback, now), rows
+            )
+            if math.isfinite(fb.wait_s):
+                alternative = admission.Prediction(fb.wait_s, fb.service_s, str(fallback.key))
+        return admission.admit(
+            now,
+            deadline,
+            admission.slo_budget_s(lane.model),
+            forecast.wait_s if math.isfinite(forecast.wait_s) else 1e9,
+            forecast.service_s,
+            arrival=now,
+            fallback=alternative,
+        )
+
+    # --- the driver of one lane
+
+    async def _drive(self, lane: _Lane) -> None:
+        while True:
+            lane.wake.clear()
+            try:
+                wake_at = self._step(lane)
+            except Exception:  # a bug: answer what is queued rather than hang it
+                log.exception("lane %s failed a step", lane.key)
+                for p in lane.queue:
+                    self._fail(p.item, Internal("the gateway failed to schedule the request"))
+                lane.queue.clear()
+                wake_at = None
+            if lane.stopping and not lane.queue:
+                return
+            timeout = None if wake_at is None else max(0.0, wake_at - self._clock())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lane.wake.wait(), timeout)
+
+    def _step(self, lane: _Lane) -> float | None:
+        """Act on the policy's decisions until one says wait; returns when to wake."""
+        while True:
+            lane.queue[:] = [p for p in lane.queue if not p.item.future.done()]
+            if lane.queue and not lane.pool.live():
+                why = f"no live replica of target `{lane.pool.name}` for `{lane.key}`"
+                for p in lane.queue:
+                    self._fail(p.item, Unavailable(why))
+                lane.queue.clear()
+            now = self._clock()
+            free, slots = self._free_slots(lane.pool)
+            decision = lane.policy.decide(lane.queue, now, free, slots)
+            if not decision.acted:
+                return decision.wake_at
+            gone = {id(p) for p in (*decision.expired, *decision.too_large, *decision.dispatch)}
+            lane.queue[:] = [p for p in lane.queue if id(p) not in gone]
+            for p in decision.expired:
+                self._fail(p.item, DeadlineExceeded("the deadline passed while it was queued"))
+            for p in decision.too_large:
+                self._fail(p.item, InvalidArgument(f"{p.rows} rows exceed the batch maximum"))
+            if decision.dispatch:
+                self._dispatch(lane, [p.item for p in decision.dispatch], now)
+
+    def _dispatch(self, lane: _Lane, jobs: list[_Job], now: float) -> None:
+        full = {r.id for r in lane.pool.live() if r.batches >= self.slots_per_replica}
+        replica = lane.picker.pick(full)
+        for job in jobs:
+            job.sent_at = now
+        rows = sum(j.rows for j in jobs)
+        predicted = self._begin(lane, replica, rows)
+        task = asyncio.create_task(self._run_batch(lane, jobs, replica, predicted))
+        lane.inflight.add(task)
+        task.add_done_callback(lane.inflight.discard)
+
+    def _begin(self, lane: _Lane, replica: Replica, rows: int) -> float:
+        predicted = lane.policy.service_time.predict(rows)
+        lane.picker.begin(replica, rows, predicted)
+        ends = self._finish_at.setdefault(replica.id, [])
+        ends.append(self._clock() + lane.policy.predict_batch_time(rows))
+        return predicted
+
+    def _end(
+        self, lane: _Lane, replica: Replica, rows: int, predicted: float, ok: bool, latency: float
+    ) -> None:
+        lane.picker.end(replica, rows, ok, latency if ok else None, predicted)
+        ends = self._finish_at.get(replica.id)
+        if ends:
+            ends.remove(min(ends))
+        self._wake(lane.pool.name)
+        self._notify_ready()
+
+    async def _run_batch(
+        self, lane: _Lane, jobs: list[_Job], replica: Replica, predicted: float
+    ) -> None:
+        """Send one batch, retrying it on other replicas; answer each member once."""
+        try:
+            arrays, offsets = tensor_batch.merge([j.inputs for j in jobs])
+            while True:
+                rows = offsets[-1]
+                for job in jobs:
+                    job.attempts.start(replica.id)
+                sent = self._clock()
+                ok, failure, status = False, None, ""
+                try:
+                    outputs, compute_ns = await self._client(replica.endpoint).infer(
+                        lane.key.name,
+                        lane.key.version,
+                        arrays,
+                        timeout=self._timeout(jobs, sent),
+                        request_id=jobs[0].id,
+                    )
+                    ok = True
+                except GatewayError as error:
+                    failure = error
+                    status = getattr(error, "worker_status", None) or str(kind_of(error))
+                finally:
+                    latency = self._clock() - sent
+                    healthy = ok or status not in RETRIABLE
+                    self._end(lane, replica, rows, predicted, healthy, latency)
+                if ok:
+                    self._answer_batch(lane, jobs, offsets, outputs, compute_ns, latency)
+                    return
+                if status == "UNAVAILABLE":
+                    lane.pool.eject(replica)  # lost or refusing: out until a probe says ready
+                    self._notify_ready()
+                jobs = self._after_failure(jobs, replica, status, failure)
+                if not jobs:
+                    return
+                exclude = frozenset().union(*(j.attempts.exclude for j in jobs))
+                try:
+                    replica = lane.picker.pick(exclude)
+                except NoReplica as error:
+                    for job in jobs:
+                        self._fail(job, Unavailable(f"{error}; last failure: {failure}"))
+                    return
+                arrays, offsets = tensor_batch.merge([j.inputs for j in jobs])
+                predicted = self._begin(lane, replica, offsets[-1])
+        except asyncio.CancelledError:
+            for job in jobs:
+                self._fail(job, Unavailable("draining: the batch was cancelled"))
+            raise
+        except Exception:
+            log.exception("batch for %s failed", lane.key)
+            for job in jobs:
+                self._fail(job, Internal("the gateway failed to send the batch (logged)"))
+
+    def _after_failure(
+        self, jobs: list[_Job], replica: Replica, status: str, failure: GatewayError
+    ) -> list[_Job]:
+        """Answer the members to give up on; returns those to retry."""
+        retry = []
+        now = self._clock()
+        for job in jobs:
+            step = job.attempts.fail(replica.id, status)
+            if step is Next.GIVE_UP:
+                self._fail(job, failure)
+            elif step is Next.RETRY and not job.future.done():
+                if now >= job.deadline:
+                    self._fail(job, DeadlineExceeded("the deadline passed during a retry"))
+                else:
+                    retry.append(job)
+        if retry:
+            log.info(
+                "retrying %d requests of a batch after %s from %s", len(retry), status, replica.id
+            )
+        return retry
+
+    def _answer_batch(
+        self,
+        lane: _Lane,
+        jobs: list[_Job],
+        offsets: tuple[int, ...],
+        outputs: dict[str, np.ndarray],
+        compute_ns: int,
+        latency: float,
+    ) -> None:
+        rows = offsets[-1]
+        if latency > 0:
+            lane.policy.service_time.observe(rows, latency)
+        counts = self._count(*lane.key)
+        counts.executions += 1
+        counts.inferences += rows
+        batch = counts.batches.setdefault(rows, [0, 0])
+        batch[0] += 1
+        batch[1] += compute_ns
+        counts.compute[0] += len(jobs)
+        counts.compute[1] += compute_ns * len(jobs)
+        try:
+            parts = tensor_batch.split(outputs, offsets)
+        except tensor_batch.TensorBatchError as error:
+            for job in jobs:
+                self._fail(job, Internal(f"worker answered a batch that does not split: {error}"))
+            return
+        for job, part in zip(jobs, parts, strict=True):
+            wanted = job.wanted or tuple(part)
+            missing = [n for n in wanted if n not in part]
+            if missing:
+                self._fail(job, Internal(f"worker did not answer output `{missing[0]}`"))
+            elif job.attempts.answer() and not job.future.done():
+                job.future.set_result({n: part[n] for n in wanted})
+
+    # --- helpers
+
+    def _fail(self, job: _Job, error: BaseException) -> None:
+        if job.attempts.answer() and not job.future.done():
+            job.future.set_exception(error)
+
+    def _finish(self, key: ModelKey, route: str | None, job: _Job, ok: bool) -> None:
+        now = self._clock()
+        ns = int((now - job.arrival) * 1e9)
+        rows = [self._count(*key)]
+        if route is not None:
+            rows.append(self._count(route, converters.ROUTE_STATS_VERSION))
+        for counts in rows:
+            slot = counts.success if ok else counts.fail
+            slot[0] += 1
+            slot[1] += ns
+            if job.sent_at is not None:
+                counts.queue[0] += 1
+                counts.queue[1] += int((job.sent_at - job.arrival) * 1e9)
+            if ok:
+                counts.last_ms = int(time.time() * 1000)
+
+    def _count(self, name: str, version: int) -> _Counts:
+        return self._counts.setdefault((name, version), _Counts())
+
+    def _timeout(self, jobs: Sequence[_Job], now: float) -> float:
+        latest = max(j.deadline for j in jobs)
+        return max(0.001, min(WORKER_TIMEOUT_S, latest - now))
+
+    def _free_slots(self, pool: TargetPool) -> tuple[int, int]:
+        live = pool.live()
+        per = self.slots_per_replica
+        return sum(max(0, per - r.batches) for r in live), per * len(live)
+
+    def _slots_free_at(self, lane: _Lane, now: float) -> list[float]:
+        out: list[float] = []
+        for replica in lane.pool.live():
+            ends = sorted(self._finish_at.get(replica.id, ()))[: self.slots_per_replica]
+            out += ends + [now] * (self.slots_per_replica - len(ends))
+        return out
+
+    def _has_live(self, key: ModelKey) -> bool:
+        return any(lane.pool.live() for lane in self._lanes[key].values())
+
+    def _serving(self, key: ModelKey) -> bool:
+        return self._started and not self._draining and self._has_live(key)
+
+    def _client(self, endpoint: str) -> WorkerClient:
+        client = self._clients.get(endpoint)
+        if client is None:
+            client = self._clients[endpoint] = self._client_factory(endpoint)
+        return client
+
+    def _drop_client(self, endpoint: str) -> None:
+        client = self._clients.pop(endpoint, None)
+        if client is not None:
+            # In-flight calls on it fail (CANCELLED, retriable) and move elsewhere.
+            self._tasks.append(asyncio.get_running_loop().create_task(client.close()))
+
+    def _wake(self, target: str) -> None:
+        for lane in self._by_target.get(target, ()):
+            if lane.wake is not None:
+                lane.wake.set()
+
+    def _notify_ready(self) -> None:
+        ready = self.ready
+        if ready != self._was_ready:
+            self._was_ready = ready
+            for listener in self._listeners:
+                listener(ready)
+
+    async def _probe(self, pool: TargetPool) -> None:
+        """Health-check each ejected replica when its backoff ends; re-admit the ready."""
+        while True:
+            for replica in pool.due_probes():
+                try:
+                    health = await self._client(replica.endpoint).health(timeout=PROBE_TIMEOUT_S)
+                    ok = health.ready and not health.draining
+                except GatewayError:
+                    ok = False
+                pool.probed(replica, ok)
+                self._wake(pool.name)
+                self._notify_ready()
+            next_at = pool.next_probe_at()
+            delay = PROBE_IDLE_S if next_at is None else next_at - self._clock()
+            await asyncio.sleep(min(max(delay, 0.0), PROBE_IDLE_S))

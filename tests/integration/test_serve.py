@@ -1,0 +1,229 @@
+"""`infc serve` as a real process: gateway, local workers, the demo client, a crash, drain.
+
+The spec is a copy of specs/demo.infer (with its models) in tmp_path, pinned
+to two replicas so that one can die while the other serves. Clients run in
+subprocesses: tritonclient and inferplane's stubs declare the same protobuf
+package and cannot load in one process. Every wait is bounded; the server
+and any worker it started are killed when the test ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+# Looked up, not imported: tritonclient's stubs would clash with the gateway's here.
+for _module in ("onnxruntime", "tritonclient", "inferplane.gateway.app"):
+    if importlib.util.find_spec(_module) is None:
+        pytest.skip(f"needs {_module}", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = ROOT / "specs"
+INFC = [sys.executable, "-c", "from inferplane.cli.main import main; main()"]
+START_S = 120.0  # the longest the server may take to print its serving line
+STOP_S = 30.0  # the longest it may take to exit after SIGTERM
+
+# Sends single-row fraud requests from 8 threads for a while; prints `ok=N failed=M`.
+LOAD = """
+import sys, threading, time
+import numpy as np
+import tritonclient.grpc as triton
+client = triton.InferenceServerClient(url=sys.argv[1])
+until = time.monotonic() + float(sys.argv[2])
+counts = {"ok": 0, "failed": 0}
+errors = []
+lock = threading.Lock()
+def run():
+    row = np.zeros((1, 30), dtype=np.float32)
+    while time.monotonic() < until:
+        tensor = triton.InferInput("features", [1, 30], "FP32")
+        tensor.set_data_from_numpy(row)
+        try:
+            client.infer("fraud-scorer", [tensor], client_timeout=10)
+            key = "ok"
+        except Exception as error:
+            key = "failed"
+            errors.append(str(error)[:200])
+        with lock:
+            counts[key] += 1
+threads = [threading.Thread(target=run) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(f"ok={counts['ok']} failed={counts['failed']}")
+for error in sorted(set(errors))[:5]: print("error:", error)
+"""
+
+
+class Server:
+    def __init__(self, spec: Path, log: Path) -> None:
+        self.log = log
+        with log.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [*INFC, "serve", str(spec), "--listen", "127.0.0.1:0", "--grace", "5"],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                cwd=spec.parent,
+            )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_serving(self) -> str:
+        deadline = time.monotonic() + START_S
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                code = self.process.wait(timeout=STOP_S)
+                raise AssertionError(f"infc serve exited with {code}:\n{self.stderr()}")
+            if line.startswith("serving "):
+                return line.rstrip("\n")
+        raise AssertionError(f"no serving line within {START_S}s:\n{self.stderr()}")
+
+    def stderr(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def worker_pids(self) -> dict[str, list[int]]:
+        """Worker name → pids of its ready processes, oldest first (from the log)."""
+        found: dict[str, list[int]] = {}
+        for name, pid in re.findall(r"event=worker_ready worker=(\S+) pid=(\d+)", self.stderr()):
+            found.setdefault(name, []).append(int(pid))
+        return found
+
+    def close(self) -> None:
+        for pids in self.worker_pids().values():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)  # each worker leads its own group
+        if self.process.poll() is None:
+            self.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
+        if self.process.stdout:
+            self.process.stdout.close()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError):
+        return stat.read_text().split(")")[-1].split()[0] != "Z"
+    return True
+
+
+def client(*args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@pytest.fixture
+def demo_copy(example_models: Path, tmp_path: Path) -> Path:
+    """demo.infer and its models in tmp_path, with two replicas of `laptop`."""
+    shutil.copytree(example_models, tmp_path / "models")
+    text = (SPECS / "demo.infer").read_text(encoding="utf-8")
+    assert "replicas 1..2" in text
+    spec = tmp_path / "demo.infer"
+    spec.write_text(text.replace("replicas 1..2", "replicas 2"), encoding="utf-8")
+    return spec
+
+
+@pytest.mark.timeout(360)
+def test_serve_answers_the_demo_client_survives_a_worker_crash_and_drains(
+    demo_copy: Path, tmp_path: Path
+):
+    server = Server(demo_copy, tmp_path / "serve.log")
+    try:
+        line = server.wait_serving()
+        match = re.fullmatch(r"serving \S+ on (127\.0\.0\.1:\d+): 4 models, 2 workers", line)
+        assert match, line
+        address = match.group(1)
+
+        demo = client(str(SPECS / "demo_client.py"), address)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "all requests answered" in demo.stdout
+        assert "64 concurrent single-row requests: 64 answers" in demo.stdout
+        assert re.search(r"fraud-scorer@\d: .*\d+×\d+", demo.stdout), demo.stdout
+
+        # Kill one worker in the middle of a load: the supervisor restarts it.
+        victim = server.worker_pids()["laptop-0"][0]
+        load = subprocess.Popen(
+            [sys.executable, "-c", LOAD, address, "4"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            time.sleep(1.0)
+            os.kill(victim, signal.SIGKILL)
+            output, _ = load.communicate(timeout=60)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.wait(timeout=10)
+        counts = re.search(r"ok=(\d+) failed=(\d+)", output)
+        assert counts, output
+        assert int(counts.group(1)) > 0, output
+        # The gateway retries a batch on the other replica when its worker dies.
+        assert int(counts.group(2)) == 0, output
+        deadline = time.monotonic() + START_S
+        while len(server.worker_pids().get("laptop-0", [])) < 2:
+            assert time.monotonic() < deadline, server.stderr()
+            time.sleep(0.2)
+        assert f"event=worker_exited worker=laptop-0 pid={victim} code=-9" in server.stderr()
+        assert "event=worker_restart worker=laptop-0 in_s=0.5" in server.stderr()
+
+        # SIGTERM: drain, stop the workers, exit 0, in bounded time.
+        workers = [pid for pids in server.worker_pids().values() for pid in pids]
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
+        assert time.monotonic() - started < STOP_S
+        assert not [pid for pid in workers if alive(pid)]
+        assert "event=workers_stopped workers=2" in server.stderr()
+    finally:
+        server.close()
+
+
+def test_serve_refuses_a_spec_with_errors(tmp_path: Path):
+    spec = tmp_path / "broken.infer"
+    spec.write_text("target t {\n  hardware quantum\n}\n", encoding="utf-8")
+    result = subprocess.run(
+        [*INFC, "serve", str(spec), "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "error[" in result.stderr
+    assert result.stdout == ""

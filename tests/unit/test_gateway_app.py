@@ -1,0 +1,354 @@
+"""The gateway core over fake workers: batching, routing, redaction, retries, deadlines, drain.
+
+No socket and no process: `Gateway` takes a `client_factory`, and the fakes here
+answer like a worker would (echo), hold a batch until the test lets it go
+(a gate), or fail (retriably or not). Each test runs its own event loop with
+`asyncio.run`, bounded by `LIMIT_S`; waits are on events, not on sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inferplane.compiler.plan import Plan, load_plan
+from inferplane.gateway import errors
+from inferplane.gateway.app import Gateway
+from inferplane.gateway.converters import InferRequest
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+LIMIT_S = 10.0
+
+
+class FakeWorker:
+    """Echo: fraud models answer `score = features[:, :2]`, support-intent one row of
+    the text's length per item. `gate` (when set) holds each call until it is set;
+    `fail` is raised after the gate."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+        self.calls: list[tuple[str, int, dict[str, np.ndarray]]] = []
+        self.gate: asyncio.Event | None = None
+        self.fail: Exception | None = None
+        self.arrived = asyncio.Event()
+
+    async def infer(self, model, version, arrays, *, timeout=None, request_id=""):
+        self.calls.append((model, version, dict(arrays)))
+        self.arrived.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        if "features" in arrays:
+            return {"score": np.asarray(arrays["features"])[:, :2].copy()}, 1000
+        texts = arrays["text"]
+        lengths = np.array([[len(t)] * 12 for t in texts], dtype=np.float32)
+        return {"intent": lengths}, 1000
+
+    async def health(self, *, timeout=None):
+        from inferplane.gateway.worker_client import WorkerHealth
+
+        return WorkerHealth(ready=True)
+
+    async def close(self):
+        pass
+
+
+class Fakes(dict):
+    def __call__(self, endpoint: str) -> FakeWorker:
+        return self.setdefault(endpoint, FakeWorker(endpoint))
+
+
+@pytest.fixture
+def plan() -> Plan:
+    return load_plan((GOLDEN / "demo.plan.json").read_text())
+
+
+def without_slos(plan: Plan) -> Plan:
+    """The plan with no latency SLOs: admission then never refuses on the fakes' timing."""
+    models = [
+        m.model_copy(update={"slos": m.slos.model_copy(update={"latency": []})})
+        for m in plan.models
+    ]
+    return plan.model_copy(update={"models": models})
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, LIMIT_S))
+
+
+async def started(plan: Plan, fakes: Fakes, *endpoints: str, **kwargs) -> Gateway:
+    gateway = Gateway(plan, rng=random.Random(7), client_factory=fakes, **kwargs)
+    await gateway.start()
+    gateway.set_replicas("laptop", list(endpoints or ["w0"]))
+    return gateway
+
+
+def features(rows: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((rows, 30), dtype=np.float32)
+
+
+def fraud(rows: int = 1, seed: int = 0, model: str = "fraud-scorer", version: str = "1", **kw):
+    return InferRequest(model, version, f"r{seed}", {"features": features(rows, seed)}, **kw)
+
+
+async def until(predicate, limit_s: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit_s
+    while not predicate():
+        assert loop.time() < end, "condition not reached in time"
+        await asyncio.sleep(0.001)
+
+
+# --- batching
+
+
+def test_concurrent_requests_are_merged_and_split_back_exactly(plan):
+    async def scenario():
+        fakes = Fakes()
+        gateway = await started(without_slos(plan), fakes)
+        gateway.slots_per_replica = 1
+        worker = fakes("w0")
+        worker.gate = asyncio.Event()
+        first = asyncio.create_task(gateway.infer(fraud(1, seed=0), deadline=None))
+        await until(lambda: len(worker.calls) == 1)
+        # The only slot is busy: these queue, then leave together when it frees.
+        requests = [fraud(rows, seed=s) for s, rows in enumerate([2, 1, 3, 1], start=1)]
+        rest = [asyncio.create_task(gateway.infer(r, deadline=None)) for r in requests]
+        await asyncio.sleep(0.01)
+        assert len(worker.calls) == 1
+        worker.gate.set()
+        outcomes = await asyncio.gather(first, *rest)
+        assert [c[2]["features"].shape[0] for c in worker.calls] == [1, 7]
+        for request, outcome in zip([fraud(1, seed=0), *requests], outcomes, strict=True):
+            np.testing.assert_array_equal(
+                outcome.outputs["score"], request.inputs["features"][:, :2]
+            )
+            assert (outcome.model, outcome.version) == ("fraud-scorer", 1)
+        stats = gateway.statistics("fraud-scorer", "1")[0]
+        assert (stats.execution_count, stats.inference_count, stats.success.count) == (2, 8, 5)
+        assert {b.batch_size for b in stats.batches} == {1, 7}
+        await gateway.drain(1.0)
+
+    run(scenario())
+
+
+def test_an_idle_shard_sends_a_lone_request_at_once(plan):
+    async def scenario():
+        fakes = Fakes()
+        gateway = await started(plan, fakes)
+        outcome = await gateway.infer(fraud(3, seed=4), deadline=gateway.now() + 5)
+        np.testing.assert_array_equal(outcome.outputs["score"], features(3, 4)[:, :2])
+        await gateway.drain(1.0)
+
+    run(scenario())
+
+
+# --- routes and versions
+
+
+def test_versions_and_routes_resolve_to_the_model_that_serves(plan):
+    async def scenario():
+        fakes = Fakes()
+        gateway = await started(without_slos(plan), fakes)
+        latest = await gateway.infer(fraud(version=""), deadline=None)
+        pinned = await gateway.infer(fraud(version="1"), deadline=None)
+        assert (latest.version, pinned.version) == (2, 1)
+        routed = [
+            await gateway.infer(fraud(model="payments", version=""), deadline=None)
+            for _ in range(40)
+        ]
+        assert {o.route for o in routed} == {"payments"}
+        assert {(o.model, o.version) for o in routed} == {("fraud-scorer", 1), ("fraud-scorer", 2)}
+        sent = [(model, version) for model, version, _ in fakes("w0").calls]
+        assert sent[:2] == [("fraud-scorer", 2), ("fraud-scorer", 1)]
+        # Errors of the pure cores carry their kind without subclassing GatewayError.
+        with pytest.raises(Exception, match="unknown model or route `nope`") as missing:
+            await gateway.infer(fraud(model="nope"), deadline=None)
+        assert errors.kind_of(missing.value) is errors.ErrorKind.NOT_FOUND
+        with pytest.raises(Exception, match="no version `9`") as unknown:
+            await gateway.infer(fraud(version="9"), deadline=None)
+        assert errors.kind_of(unknown.value) is errors.ErrorKind.NOT_FOUND
+        await gateway.drain(1.0)
+
+    run(scenario())
+
+
+# --- validation and redaction
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"features": np.zeros((1, 29), np.float32)}, r"input `features`: expected FP32\[-1, 30\]"),
+        ({"features": np.zeros((1, 30), np.float64)}, r"input `features`: expected FP32"),
+        ({"feature": np.zeros((1, 30), np.float32)}, r"unknown input `feature`"),
+        ({"features": np.zeros((33, 30), np.float32)}, r"batch of 33 is above"),
+    ],
+)
+def test_requests_that_do_not_fit_the_signature_are_invalid(plan, inputs, message):
+    async def scenario():
+        fakes = Fakes()
+        gateway = await started(plan, fakes)
+        with pytest.raises(errors.InvalidArgument, match=message):
+            await gateway.infer(InferRequest("fraud-scorer", "1", "x", inputs), deadline=None)
+        assert fakes("w0").calls == []
+        await gateway.drain(1.0)
+
+    run(scenario())
+
+
+def test_pii_is_redacted_before_a_worker_sees_it(plan):
+    async def scenario():
+        fakes = Fakes()
+        gateway = await started(plan, fakes)
+        text = np.array([b"refund to jane.doe@example.com please", b"no pii here"], dtype=object)
+        outcome = await gateway.infer(
+            InferRequest("support-intent", "", "t", {"text": text}), deadline=None
+        )
+        ((_, _, arrays),) = fakes("w0").calls
+        assert list(arrays["text"]) == [b"refund to [EMAIL] please", b"no pii here"]
+        assert outcome.outputs["intent"][:, 0].tolist() == [24.0, 11.0]
+        await gateway.drain(1.0)
+
+    run(scenario())
+
+
+# --- failures and retries
+
+
+def test_a_worker_dying_mid_batch_is_retried_on_another_answered_once(plan):
+    async def scenario():
+        fakes = Fakes()
+        gateway = await started(without_slos(plan), fakes, "dying")
+        dying = fakes("dying")
+        dying.gate = asyncio.Event()
+        task = asyncio.create_task(gateway.infer(fraud(2, seed=3), deadline=None))
+        await until(lambda: len(dying.calls) == 1)
+        gateway.set_replicas("laptop", ["dying", "healthy"])
+        dying.fail = errors.Unavailable("worker dying: connection reset")
+        dying.gate.set()
+        outcome = await task
+        np.testing.assert_array_equal(outcome.outputs["score"], features(2, 3)[:, :2])
+        assert len(dying.calls) == 1 and len(fakes("healthy").calls) == 1
+        pool = gateway.fleet.pool("laptop")
+        assert [r.endpoint for r in pool.live()] == ["healthy"]  # ejected until a probe
+        assert gateway.statistics("fraud-scorer", "1")[0].success.count == 1
+        await gateway.drain(1.0)
+
+    run(scenario())
+
+
+def test_a_request_the_worker_rejects_is_not_retried(plan):
+    async def scenario():
+        fakes = Fakes()
+        gateway = await started(plan, fakes, "w0", "w1")
+        for worker in (fakes("w0"), fakes("w1")):
+            worker.fail = errors.InvalidArgument("model said no")
+        with pytest.raises(errors.InvalidArgument, match="model said no"):
+            await gateway.infer(fraud(), deadline=None)
+        assert len(fakes("w0").calls) + len(fakes("w1").calls) == 1
+        assert len(gateway.fleet.pool("laptop").live()) == 2
+        await gateway.drain(1.0)
+
+    run(scenario())
+
+
+def test_without_replicas_it_is_unavailable_and_not_ready(plan):
+    async def scenario():
+        fakes = Fakes()
+        gateway = Gateway(plan, client_factory=fakes)
+        await gateway.start()
+        assert not gateway.ready
+        with pytest.raises(errors.Unavailable, match="no live replica"):
+            await gateway.infer(fraud(), deadline=None)
+        gateway.set_replicas("laptop", ["w0"])
+        assert gateway.ready and gateway.model_ready("payments")
+        with pytest.raises(ValueError, match="unknown target"):
+            gateway.set_replicas("nowhere", [])
+        await gateway.drain(1.0)
+        assert not gateway.ready
+
+    run(scenario())
+
+
+# --- deadlines and admission
+
+
+def test_an_expired_request_is_dropped_before_dispatch(plan):
+    async def scenario():
+        fakes = Fakes()
+        gateway = await started(without_slos(plan), fakes)
+        gateway.slots_per_replica = 1
+        worker = fakes("w0")
+        worker.gate = asyncio.Event()
+        first = asyncio.create_task(gateway.infer(fraud(seed=1), deadline=None))
+        await until(lambda: len(worker.calls) == 1)
+        with pytest.raises(errors.DeadlineExceeded):
+            await gateway.infer(fraud(seed=2), deadline=gateway.now() + 0.05)
+        worker.gate.set()
+        await first
+        assert len(worker.calls) == 1  # the expired request never reached a worker
+        await gateway.drain(1.0)
+
+    run(scenario())
+
+
+def test_admission_sends_to_the_fallback_or_refuses(plan):
+    # A frozen clock: the deadline sits between the fallback's predicted time
+    # (fraud-lite, ~24 µs conservatively) and the route's models' (29 and 34 µs).
+    async def scenario():
+        fakes = Fakes()
+        gateway = await started(plan, fakes, clock=lambda: 1000.0)
+        outcome = await gateway.infer(fraud(model="payments", version=""), deadline=1000.0 + 26e-6)
+        assert (outcome.model, outcome.route) == ("fraud-lite", "payments")
+        with pytest.raises(Exception, match="exceeds") as refused:
+            await gateway.infer(fraud(), deadline=1000.0 + 26e-6)
+        assert errors.kind_of(refused.value) is errors.ErrorKind.RESOURCE_EXHAUSTED
+        with pytest.raises(errors.DeadlineExceeded):
+            await gateway.infer(fraud(), deadline=999.0)
+        await gateway.drain(1.0)
+
+    run(scenario())
+
+
+# --- drain
+
+
+def test_drain_refuses_new_requests_and_finishes_queued_ones(plan):
+    async def scenario():
+        fakes = Fakes()
+        gateway = await started(without_slos(plan), fakes)
+        worker = fakes("w0")
+        worker.gate = asyncio.Event()
+        inflight = asyncio.create_task(gateway.infer(fraud(seed=5), deadline=None))
+        await until(lambda: len(worker.calls) == 1)
+        drain = asyncio.create_task(gateway.drain(5.0))
+        await asyncio.sleep(0)
+        with pytest.raises(errors.Unavailable, match="draining"):
+            await gateway.infer(fraud(), deadline=None)
+        assert not gateway.ready
+        worker.gate.set()
+        outcome = await inflight
+        np.testing.assert_array_equal(outcome.outputs["score"], features(1, 5)[:, :2])
+        await drain
+
+    run(scenario())
+
+
+def test_drain_answers_what_is_left_after_its_grace(plan):
+    async def scenario():
+        fakes = Fakes()
+        gateway = await started(without_slos(plan), fakes)
+        fakes("w0").gate = asyncio.Event()  # never set: the batch hangs
+        inflight = asyncio.create_task(gateway.infer(fraud(), deadline=None))
+        await until(lambda: len(fakes("w0").calls) == 1)
+        await gateway.drain(0.05)
+        with pytest.raises(errors.Unavailable, match="draining"):
+            await inflight
+
+    run(scenario())
