@@ -97,23 +97,35 @@ def fmt(args: argparse.Namespace, console: Console) -> int:
     return status
 
 
+def _is_address(against: str) -> bool:
+    """HOST:PORT or unix:PATH, and no file of that name (a file wins)."""
+    if Path(against).exists():
+        return False
+    return against.startswith("unix:") or _HOST_PORT.match(against) is not None
+
+
 def _load_against(against: str, console: Console) -> Plan | None:
-    if not Path(against).exists() and _HOST_PORT.match(against):
-        console.error(
-            f"infc: cannot compare with the gateway at {against}: reading a running "
-            "gateway's plan needs its admin service, which is not built yet; "
-            "compare with a plan file (`infc plan SPEC --json > plan.json`) instead"
-        )
-        return None
-    text = _read(against, console)
-    if text is None:
-        return None
+    if _is_address(against):
+        # Only here: grpc loads when a gateway is asked, not for every `infc` command.
+        from inferplane.cli import gateway_plan
+
+        try:
+            text = gateway_plan.fetch_plan_json(against)
+        except gateway_plan.GatewayPlanError as e:
+            console.error(f"infc: {e}")
+            return None
+        what = f"the plan from the gateway at {against}"
+    else:
+        text = _read(against, console)
+        if text is None:
+            return None
+        what = against
     try:
         return load_plan(text)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "the top level"
-        console.error(f"infc: {against} is not a routing plan: {first['msg']} at {where}")
+        console.error(f"infc: {what} is not a routing plan: {first['msg']} at {where}")
         return None
 
 

@@ -1,9 +1,12 @@
 """`infc serve SPEC`: the gateway plus local workers, on one host, until SIGTERM.
 
     compile (errors: printed like `infc check`, exit 1)
-      ─▶ Gateway(plan).start() ─▶ start_server (listen) ─▶ Supervisor.start
+      ─▶ Gateway(plan, metrics).start() ─▶ start_server (listen)
+      ─▶ metrics endpoint (`--metrics` or the spec's `gateway metrics`), if any
+      ─▶ Supervisor.start
       ─▶ wait (bounded) until every local worker is ready, or a target has none (exit 1)
       ─▶ stdout: `serving SPEC on ADDR: N models, M workers`
+               and `metrics on http://HOST:PORT/metrics` when it serves them
       ─▶ SIGTERM / SIGINT ─▶ gateway.drain (refuse new, finish in-flight)
       ─▶ server stops ─▶ workers get SIGTERM (they drain), stragglers SIGKILL ─▶ exit 0
 
@@ -51,7 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
     serve.add_argument(
         "--metrics",
         metavar="HOST:PORT",
-        help="Prometheus endpoint: not built yet (says so on stderr and serves without it)",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: the spec's "
+        "`gateway metrics`; port 0 picks a free one; `off`: none)",
     )
     serve.add_argument(
         "--cpu-fallback",
@@ -102,8 +106,6 @@ def run(args: argparse.Namespace, console: Console) -> int:
     except ImportError as error:
         console.error(f"infc: the gateway is not available in this build ({error})")
         return ERRORS
-    if args.metrics or compilation.plan.gateway.metrics:
-        console.error("infc: the metrics endpoint is not built yet; serving without it")
     _configure_logging(console.err)
     run_dir = tempfile.mkdtemp(prefix="infc-serve-")  # short: unix socket paths are limited
     try:
@@ -119,7 +121,15 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    gateway = gateway_class(plan)
+    metrics_at = args.metrics or plan.gateway.metrics
+    if metrics_at == "off":
+        metrics_at = None
+    metrics = metrics_server = None
+    if metrics_at:
+        from inferplane.gateway.metrics import Metrics
+
+        metrics = Metrics()
+    gateway = gateway_class(plan, metrics=metrics)
     supervisor = Supervisor(
         plan,
         args.spec,
@@ -140,6 +150,12 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
         except (OSError, RuntimeError) as error:
             console.error(f"infc: cannot listen on {args.listen or plan.gateway.listen}: {error}")
             return ERRORS
+        if metrics is not None:
+            try:
+                metrics_server, metrics_address = metrics.start_http(metrics_at)
+            except (OSError, ValueError) as error:
+                console.error(f"infc: cannot serve metrics on {metrics_at}: {error}")
+                return ERRORS
         await supervisor.start()
         ready = asyncio.ensure_future(supervisor.wait_ready(READY_TIMEOUT_S))
         stopped = asyncio.ensure_future(stop.wait())
@@ -158,6 +174,8 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
             f"serving {args.spec} on {address}: {models} model{'s' if models != 1 else ''}, "
             f"{supervisor.worker_count} worker{'s' if supervisor.worker_count != 1 else ''}"
         )
+        if metrics_server is not None:
+            console.print(f"metrics on http://{metrics_address}/metrics")
         console.out.flush()
         await stop.wait()
         log.info("event=draining grace_s=%s", args.grace)
@@ -171,6 +189,8 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
             with contextlib.suppress(Exception):
                 await _bounded(server.stop(0), STOP_MARGIN_S, "server stop")
         await supervisor.stop(args.grace)
+        if metrics_server is not None:
+            metrics.stop_http(metrics_server)  # last: a scrape may watch the drain
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         log.info("event=stopped")

@@ -36,6 +36,13 @@ failure (UNAVAILABLE, a lost connection) ejects the replica and sends the
 same batch to a replica not tried yet (`sharding.Attempts`: at most three
 tries, one answer per request). Ejected replicas are probed with the worker's
 Health RPC after their backoff and re-admitted when ready.
+
+Metrics (`metrics=`, a `gateway/metrics.Metrics`; none by default): every
+answered request is counted once, by the model version that served it (the
+client's route name in `route`) and its final status code, with its
+end-to-end time and one SLO violation per latency objective it exceeded;
+each batch sent, by its model and target; each model's queue depth when it
+changes; each replica's live state when membership or health changes.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from inferplane.backends.batch import check_batch, check_outputs, label
+from inferplane.backends.logfmt import kv
 from inferplane.backends.runtime import BadBatch
 from inferplane.compiler import plan as plan_mod
 from inferplane.gateway import admission, converters, redaction, tensor_batch
@@ -64,7 +72,9 @@ from inferplane.gateway.errors import (
     InvalidArgument,
     Unavailable,
     kind_of,
+    status_of,
 )
+from inferplane.gateway.metrics import NullMetrics, replica_label
 from inferplane.gateway.routing import ModelKey, RouteTable
 from inferplane.gateway.sharding import (
     RETRIABLE,
@@ -96,6 +106,16 @@ class InferOutcome:
     version: int
     outputs: dict[str, np.ndarray]
     route: str | None = None
+
+
+@dataclass
+class _Served:
+    """What one `infer` call is being served as, for its metrics (updated as it resolves)."""
+
+    model: str
+    version: str
+    route: str = ""
+    key: ModelKey | None = None
 
 
 @dataclass(eq=False)
@@ -173,8 +193,10 @@ class Gateway:
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
         client_factory: Callable[[str], WorkerClient] | None = None,
+        metrics: NullMetrics | None = None,
     ):
         self.plan = plan
+        self.metrics = metrics if metrics is not None else NullMetrics()
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         max_bytes = plan.gateway.max_message_bytes
@@ -210,6 +232,9 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self._listeners: list[Callable[[bool], None]] = []
         self._was_ready: bool | None = None
+        self._up_labels: dict[str, set[str]] = {}  # target -> replica labels ever published
+        for pool in self.fleet.pools.values():
+            self._publish_workers(pool)
 
     def _lane(self, key: ModelKey, model: plan_mod.Model, shard: plan_mod.Shard) -> _Lane:
         pool = self.fleet.pool(shard.target)
@@ -258,6 +283,7 @@ class Gateway:
         for endpoint in wanted:
             if endpoint not in have:
                 pool.add(endpoint)
+        self._publish_workers(pool)
         self._wake(target)
         self._notify_ready()
 
@@ -340,6 +366,7 @@ class Gateway:
             for p in lane.queue:
                 self._fail(p.item, late)
             lane.queue.clear()
+            self._queue_changed(lane)
         tasks = [lane.task for lane in lanes if lane.task] + self._tasks
         tasks += [t for lane in lanes for t in lane.inflight]
         for task in tasks:
@@ -354,6 +381,31 @@ class Gateway:
         self, request: converters.InferRequest, *, deadline: float | None
     ) -> InferOutcome:
         """Serve one request; `deadline` is absolute on the gateway's clock (None: none)."""
+        start = self._clock()
+        served = _Served(request.model, request.version)
+        code = "OK"
+        try:
+            return await self._infer(request, deadline, served)
+        except asyncio.CancelledError:
+            code = "CANCELLED"  # the client went away
+            raise
+        except BaseException as error:
+            code = status_of(error).name
+            raise
+        finally:
+            self._count_request(served, code, self._clock() - start)
+
+    def _count_request(self, served: _Served, code: str, seconds: float) -> None:
+        self.metrics.request_done(served.model, served.version, code, seconds, served.route)
+        if served.key is None:
+            return
+        for objective in self._models[served.key].slos.latency:
+            if seconds > objective.seconds:
+                self.metrics.slo_violation(served.key.name, objective.percentile)
+
+    async def _infer(
+        self, request: converters.InferRequest, deadline: float | None, served: _Served
+    ) -> InferOutcome:
         if self._draining:
             raise Unavailable("draining: the gateway is shutting down; retry on another")
         if not self._started:
@@ -363,6 +415,9 @@ class Gateway:
             raise DeadlineExceeded("the deadline passed before the request was read")
         resolved = self.routes.resolve(request.model, request.version)
         key, fallback = resolved.model, self.routes.fallback_for(resolved)
+        served.route = resolved.route or ""
+        served.key = key
+        served.model, served.version = key.name, str(key.version)
         inputs, rows = self._prepare(key, request)
         lane, why = self._pick_lane(key)
         fallback_lane = self._pick_lane(fallback)[0] if fallback is not None else None
@@ -370,6 +425,7 @@ class Gateway:
             if fallback_lane is None:
                 raise Unavailable(why)
             key, lane = fallback, fallback_lane
+            served.key, served.model, served.version = key, key.name, str(key.version)
             inputs, rows = self._prepare(key, request)
         else:
             decision = self._admit(lane, fallback_lane, now, deadline, rows)
@@ -378,6 +434,7 @@ class Gateway:
                 raise decision.error()
             if isinstance(decision, admission.Fallback):
                 key, lane = fallback, fallback_lane
+                served.key, served.model, served.version = key, key.name, str(key.version)
                 inputs, rows = self._prepare(key, request)
         job = _Job(
             id=f"g{next(self._ids)}",
@@ -391,6 +448,7 @@ class Gateway:
         )
         lane.queue.append(Pending(now, rows, job.deadline, job))
         lane.policy.arrivals.record(now, rows)
+        self._queue_changed(lane)
         lane.wake.set()
         try:
             outputs = await job.future
@@ -460,10 +518,11 @@ class Gateway:
             try:
                 wake_at = self._step(lane)
             except Exception:  # a bug: answer what is queued rather than hang it
-                log.exception("lane %s failed a step", lane.key)
+                log.exception(kv("lane_failed", model=lane.key))
                 for p in lane.queue:
                     self._fail(p.item, Internal("the gateway failed to schedule the request"))
                 lane.queue.clear()
+                self._queue_changed(lane)
                 wake_at = None
             if lane.stopping and not lane.queue:
                 return
@@ -484,6 +543,7 @@ class Gateway:
             free, slots = self._free_slots(lane.pool)
             decision = lane.policy.decide(lane.queue, now, free, slots)
             if not decision.acted:
+                self._queue_changed(lane)
                 return decision.wake_at
             gone = {id(p) for p in (*decision.expired, *decision.too_large, *decision.dispatch)}
             lane.queue[:] = [p for p in lane.queue if id(p) not in gone]
@@ -500,6 +560,7 @@ class Gateway:
         for job in jobs:
             job.sent_at = now
         rows = sum(j.rows for j in jobs)
+        self.metrics.batch(lane.key.name, lane.pool.name, rows)
         predicted = self._begin(lane, replica, rows)
         task = asyncio.create_task(self._run_batch(lane, jobs, replica, predicted))
         lane.inflight.add(task)
@@ -519,6 +580,7 @@ class Gateway:
         ends = self._finish_at.get(replica.id)
         if ends:
             ends.remove(min(ends))
+        self._publish_workers(lane.pool)  # enough failures in a row eject it
         self._wake(lane.pool.name)
         self._notify_ready()
 
@@ -555,6 +617,7 @@ class Gateway:
                     return
                 if status == "UNAVAILABLE":
                     lane.pool.eject(replica)  # lost or refusing: out until a probe says ready
+                    self._publish_workers(lane.pool)
                     self._notify_ready()
                 jobs = self._after_failure(jobs, replica, status, failure)
                 if not jobs:
@@ -567,13 +630,14 @@ class Gateway:
                         self._fail(job, Unavailable(f"{error}; last failure: {failure}"))
                     return
                 arrays, offsets = tensor_batch.merge([j.inputs for j in jobs])
+                self.metrics.batch(lane.key.name, lane.pool.name, offsets[-1])
                 predicted = self._begin(lane, replica, offsets[-1])
         except asyncio.CancelledError:
             for job in jobs:
                 self._fail(job, Unavailable("draining: the batch was cancelled"))
             raise
         except Exception:
-            log.exception("batch for %s failed", lane.key)
+            log.exception(kv("batch_failed", model=lane.key, requests=len(jobs)))
             for job in jobs:
                 self._fail(job, Internal("the gateway failed to send the batch (logged)"))
 
@@ -593,9 +657,7 @@ class Gateway:
                 else:
                     retry.append(job)
         if retry:
-            log.info(
-                "retrying %d requests of a batch after %s from %s", len(retry), status, replica.id
-            )
+            log.info(kv("batch_retry", requests=len(retry), status=status, replica=replica.id))
         return retry
 
     def _answer_batch(
@@ -696,6 +758,27 @@ class Gateway:
             if lane.wake is not None:
                 lane.wake.set()
 
+    def _queue_changed(self, lane: _Lane) -> None:
+        name = lane.key.name
+        depth = sum(
+            len(other.queue)
+            for key, lanes in self._lanes.items()
+            if key.name == name
+            for other in lanes.values()
+        )
+        self.metrics.queue_depth(name, depth)
+
+    def _publish_workers(self, pool: TargetPool) -> None:
+        """worker_up of each replica of `pool`; 0 for those it no longer has (a
+        restarting local worker comes back under the same label)."""
+        seen = self._up_labels.setdefault(pool.name, set())
+        current = {replica_label(r.endpoint): r.live for r in pool.replicas}
+        for name, up in current.items():
+            self.metrics.worker_up(pool.name, name, up)
+        for gone in seen - current.keys():
+            self.metrics.worker_up(pool.name, gone, False)
+        seen.update(current)
+
     def _notify_ready(self) -> None:
         ready = self.ready
         if ready != self._was_ready:
@@ -713,6 +796,7 @@ class Gateway:
                 except GatewayError:
                     ok = False
                 pool.probed(replica, ok)
+                self._publish_workers(pool)
                 self._wake(pool.name)
                 self._notify_ready()
             next_at = pool.next_probe_at()

@@ -12,9 +12,10 @@ answered INTERNAL with a fixed message, never a crash of the server.
 ModelStreamInfer answers each request in order, failures in-band as
 `error_message` (Triton's behaviour), and keeps the stream open.
 
-Besides `inference.GRPCInferenceService` the server runs `grpc.health.v1`
-(SERVING while the gateway is ready; the overall "" service and the
-inference service) and server reflection.
+Besides `inference.GRPCInferenceService` the server runs the admin service
+`inferplane.admin.v1.Admin` (gateway/admin.py), `grpc.health.v1` (SERVING
+while the gateway is ready; the overall "" service and the inference
+service) and server reflection.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from inferplane.gateway import admin
 from inferplane.gateway import converters as conv
 from inferplane.gateway.app import Gateway
 from inferplane.gateway.errors import kind_of, public_message, status_of
+from inferplane.protos import admin_pb2_grpc as admin_pb_grpc
 from inferplane.protos import grpc_service_pb2 as pb
 from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
 
@@ -179,6 +182,7 @@ async def start_server(
         ]
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(gateway), server)
+    admin_pb_grpc.add_AdminServicer_to_server(admin.AdminServicer(gateway), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
 
@@ -197,7 +201,9 @@ async def start_server(
 
     gateway.add_ready_listener(on_ready)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    reflection.enable_server_reflection((SERVICE, health_name, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (SERVICE, admin.SERVICE, health_name, reflection.SERVICE_NAME), server
+    )
     try:
         port = server.add_insecure_port(listen)
     except RuntimeError as error:

@@ -1,4 +1,5 @@
-"""`infc serve` as a real process: gateway, local workers, the demo client, a crash, drain.
+"""`infc serve` as a real process: gateway, local workers, the demo client, metrics, a crash,
+drain.
 
 The spec is a copy of specs/demo.infer (with its models) in tmp_path, pinned
 to two replicas so that one can die while the other serves. Clients run in
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,7 @@ SPECS = ROOT / "specs"
 INFC = [sys.executable, "-c", "from inferplane.cli.main import main; main()"]
 START_S = 120.0  # the longest the server may take to print its serving line
 STOP_S = 30.0  # the longest it may take to exit after SIGTERM
+LISTEN = ("--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0")  # free ports, shown on stdout
 
 # Sends single-row fraud requests from 8 threads for a while; prints `ok=N failed=M`.
 LOAD = """
@@ -71,7 +74,7 @@ class Server:
         self.log = log
         with log.open("wb") as stderr:
             self.process = subprocess.Popen(
-                [*INFC, "serve", str(spec), "--listen", "127.0.0.1:0", "--grace", "5"],
+                [*INFC, "serve", str(spec), *LISTEN, "--grace", "5"],
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 stdin=subprocess.DEVNULL,
@@ -100,6 +103,11 @@ class Server:
                 return line.rstrip("\n")
         raise AssertionError(f"no serving line within {START_S}s:\n{self.stderr()}")
 
+    def next_line(self, timeout_s: float = 10.0) -> str:
+        line = self.lines.get(timeout=timeout_s)
+        assert line is not None, f"infc serve closed stdout:\n{self.stderr()}"
+        return line.rstrip("\n")
+
     def stderr(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
@@ -121,6 +129,18 @@ class Server:
                 self.process.wait(timeout=10)
         if self.process.stdout:
             self.process.stdout.close()
+
+
+def assert_scraped(url: str) -> None:
+    """Prometheus text at `url` counts the demo client's requests and batches."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    ok = re.findall(r"^inferplane_requests_total\{([^}]*)\} (\S+)$", text, re.M)
+    answered = sum(float(v) for labels, v in ok if 'code="OK"' in labels)
+    assert answered > 0, text
+    assert re.search(r'^inferplane_batch_size_count\{model="fraud-scorer"', text, re.M), text
+    assert re.search(r'^inferplane_worker_up\{replica="laptop-0",target="laptop"\} 1', text, re.M)
 
 
 def alive(pid: int) -> bool:
@@ -147,12 +167,21 @@ def client(*args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def demo_copy(example_models: Path, tmp_path: Path) -> Path:
-    """demo.infer and its models in tmp_path, with two replicas of `laptop`."""
+    """demo.infer and its models in tmp_path, with two replicas of `laptop`.
+
+    The latency SLOs are loosened to seconds: this test is about losing no
+    request when a worker dies, and on a loaded 2-core CI machine admission
+    would otherwise (rightly) shed the odd request that the demo's 20 ms
+    objectives cannot meet.
+    """
     shutil.copytree(example_models, tmp_path / "models")
     text = (SPECS / "demo.infer").read_text(encoding="utf-8")
-    assert "replicas 1..2" in text
+    assert "replicas 1..2" in text and "slo    p99 20ms" in text
+    text = text.replace("replicas 1..2", "replicas 2")
+    for tight in ("p99 20ms", "p50 5ms", "p99 10ms", "p99 50ms"):
+        text = text.replace(f"slo    {tight}", f"slo    {tight.split()[0]} 5s")
     spec = tmp_path / "demo.infer"
-    spec.write_text(text.replace("replicas 1..2", "replicas 2"), encoding="utf-8")
+    spec.write_text(text, encoding="utf-8")
     return spec
 
 
@@ -166,12 +195,16 @@ def test_serve_answers_the_demo_client_survives_a_worker_crash_and_drains(
         match = re.fullmatch(r"serving \S+ on (127\.0\.0\.1:\d+): 4 models, 2 workers", line)
         assert match, line
         address = match.group(1)
+        metrics_line = server.next_line()
+        metrics_url = re.fullmatch(r"metrics on (http://127\.0\.0\.1:\d+/metrics)", metrics_line)
+        assert metrics_url, metrics_line
 
         demo = client(str(SPECS / "demo_client.py"), address)
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert "all requests answered" in demo.stdout
         assert "64 concurrent single-row requests: 64 answers" in demo.stdout
         assert re.search(r"fraud-scorer@\d: .*\d+×\d+", demo.stdout), demo.stdout
+        assert_scraped(metrics_url.group(1))
 
         # Kill one worker in the middle of a load: the supervisor restarts it.
         victim = server.worker_pids()["laptop-0"][0]

@@ -7,10 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
+import grpc
 import pytest
 
+from inferplane.cli import gateway_plan
 from inferplane.cli.console import Console
 from inferplane.cli.main import ExitCode, run
+from inferplane.protos import admin_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "specs" / "demo.infer"
@@ -131,10 +134,91 @@ def test_plan_against_a_broken_plan_file(spec_copy: Path, tmp_path: Path):
     assert "is not a routing plan" in err
 
 
-def test_plan_against_a_gateway_address_is_refused_clearly(example_models: Path):
+class _FakeRpcError(grpc.RpcError):
+    """What a real GetPlan call raises, without the call (unit tests open no socket)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def _gateway_answers(monkeypatch: pytest.MonkeyPatch, answer) -> list[tuple[str, float]]:
+    """Replace the admin-service call with `answer` (a response or an error); record calls."""
+    calls = []
+
+    def get_plan(address: str, timeout_s: float):
+        calls.append((address, timeout_s))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(gateway_plan, "get_plan", get_plan)
+    return calls
+
+
+def test_plan_against_a_gateway_that_does_not_answer(example_models, monkeypatch):
+    refused = _FakeRpcError(
+        grpc.StatusCode.UNAVAILABLE,
+        "failed to connect to all addresses; last error: UNKNOWN: "
+        "ipv4:127.0.0.1:8001: Failed to connect to remote host: Connection refused",
+    )
+    calls = _gateway_answers(monkeypatch, refused)
+    code, out, err = infc("plan", str(DEMO), "--against", "127.0.0.1:8001")
+    assert code == ExitCode.ERRORS and out == ""
+    assert err.strip() == (
+        "infc: no gateway answers at 127.0.0.1:8001 (connection refused): is `infc serve` running?"
+    )
+    assert calls == [("127.0.0.1:8001", gateway_plan.TIMEOUT_S)]
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "did not answer within 5 s"),
+        (grpc.StatusCode.UNIMPLEMENTED, "has no admin service"),
+        (grpc.StatusCode.INTERNAL, "refused to give its plan: INTERNAL: boom"),
+    ],
+)
+def test_plan_against_a_gateway_that_fails(example_models, monkeypatch, status, message):
+    _gateway_answers(monkeypatch, _FakeRpcError(status, "boom"))
+    code, _, err = infc("plan", str(DEMO), "--against", "unix:/tmp/gateway.sock")
+    assert code == ExitCode.ERRORS
+    assert err.startswith("infc: ") and message in err and "unix:/tmp/gateway.sock" in err
+
+
+def test_plan_against_a_gateway_diffs_its_plan(spec_copy: Path, monkeypatch):
+    _, served, _ = infc("plan", "--json", str(spec_copy))
+    _gateway_answers(monkeypatch, admin_pb2.GetPlanResponse(plan_json=served))
+    code, out, _ = infc(
+        "plan", str(spec_copy), "--against", "localhost:8001", "--detailed-exitcode"
+    )
+    assert code == ExitCode.OK and "No changes" in out
+    spec_copy.write_text(spec_copy.read_text().replace("window 2ms", "window 4ms", 1))
+    code, out, _ = infc(
+        "plan", str(spec_copy), "--against", "localhost:8001", "--detailed-exitcode"
+    )
+    assert code == ExitCode.CHANGES and "~ model" in out
+
+
+def test_plan_against_a_gateway_whose_plan_does_not_validate(example_models, monkeypatch):
+    _gateway_answers(monkeypatch, admin_pb2.GetPlanResponse(plan_json='{"plan_version": 1}'))
     code, _, err = infc("plan", str(DEMO), "--against", "127.0.0.1:8001")
     assert code == ExitCode.ERRORS
-    assert "not built yet" in err
+    assert err.startswith("infc: the plan from the gateway at 127.0.0.1:8001 is not a routing plan")
+
+
+def test_a_plan_file_named_like_an_address_is_read_as_a_file(spec_copy, tmp_path, monkeypatch):
+    _, saved, _ = infc("plan", "--json", str(spec_copy))
+    calls = _gateway_answers(monkeypatch, _FakeRpcError(grpc.StatusCode.UNAVAILABLE, ""))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gateway:8001").write_text(saved)
+    code, out, _ = infc("plan", str(spec_copy), "--against", "gateway:8001")
+    assert code == ExitCode.OK and "No changes" in out and calls == []
 
 
 def test_fmt_check_diff_and_write(spec_copy: Path):

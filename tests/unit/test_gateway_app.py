@@ -352,3 +352,141 @@ def test_drain_answers_what_is_left_after_its_grace(plan):
             await inflight
 
     run(scenario())
+
+
+# --- metrics
+
+
+class SteppedClock:
+    """The gateway's clock, moved only by the test (and the slow worker below)."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class SlowWorker(FakeWorker):
+    """Each call takes `seconds` on the stepped clock."""
+
+    clock: SteppedClock
+    seconds = 0.0
+
+    async def infer(self, model, version, arrays, **kw):
+        self.clock.t += self.seconds
+        return await super().infer(model, version, arrays, **kw)
+
+
+def scraped(metrics) -> dict[tuple[str, frozenset], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = metrics.render().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_requests_errors_batches_and_slo_violations_are_counted(plan):
+    from inferplane.gateway.metrics import Metrics
+
+    async def scenario():
+        clock, metrics = SteppedClock(), Metrics()
+        workers: dict[str, SlowWorker] = {}
+
+        def factory(endpoint: str) -> SlowWorker:
+            if endpoint not in workers:
+                workers[endpoint] = SlowWorker(endpoint)
+                workers[endpoint].clock = clock
+            return workers[endpoint]
+
+        gateway = Gateway(
+            plan, clock=clock, rng=random.Random(7), client_factory=factory, metrics=metrics
+        )
+        await gateway.start()
+        gateway.set_replicas("laptop", ["w0"])
+        worker = factory("w0")
+        # fraud-scorer@1 aims at p50 ≤ 5 ms and p99 ≤ 20 ms: 30 ms misses both, 3 ms neither.
+        worker.seconds = 0.030
+        await gateway.infer(fraud(3, seed=1), deadline=None)
+        worker.seconds = 0.003
+        await gateway.infer(fraud(2, seed=2), deadline=None)
+        outcome = await gateway.infer(fraud(1, seed=3, model="payments", version=""), deadline=None)
+        with pytest.raises(Exception) as missing:
+            await gateway.infer(fraud(model="nope"), deadline=None)
+        assert errors.kind_of(missing.value) is errors.ErrorKind.NOT_FOUND
+        bad = InferRequest("fraud-scorer", "1", "x", {"features": np.zeros((1, 3), np.float32)})
+        with pytest.raises(errors.InvalidArgument):
+            await gateway.infer(bad, deadline=None)
+        worker.fail = errors.Internal("the model crashed")
+        with pytest.raises(errors.Internal):
+            await gateway.infer(fraud(4, seed=4), deadline=None)
+        await gateway.drain(1.0)
+
+        got = scraped(metrics)
+
+        def value(name: str, **labels: str) -> float:
+            return got.get((name, frozenset(labels.items())), 0.0)
+
+        requests = "inferplane_requests_total"
+        v1 = {"model": "fraud-scorer", "version": "1"}
+        assert value(requests, **v1, route="", code="OK") == 2
+        assert value(requests, **v1, route="", code="INVALID_ARGUMENT") == 1
+        assert value(requests, **v1, route="", code="INTERNAL") == 1
+        assert value(requests, model="nope", version="1", route="", code="NOT_FOUND") == 1
+        served = {"model": outcome.model, "version": str(outcome.version)}
+        assert value(requests, **served, route="payments", code="OK") == 1
+        assert value("inferplane_request_duration_seconds_count", **v1) == 4 + (served == v1)
+        # Batches of 3, 2, 1 (the route's, to a version of fraud-scorer) and 4 rows.
+        assert served["model"] == "fraud-scorer"
+        batch = {"model": "fraud-scorer", "target": "laptop"}
+        assert value("inferplane_batch_size_count", **batch) == 4
+        assert value("inferplane_batch_size_sum", **batch) == 3 + 2 + 1 + 4
+        # Only the 30 ms request missed fraud-scorer@1's objectives.
+        violations = "inferplane_slo_violations_total"
+        assert value(violations, model="fraud-scorer", slo="p50") == 1
+        assert value(violations, model="fraud-scorer", slo="p99") == 1
+        assert value("inferplane_queue_depth", model="fraud-scorer") == 0
+
+    run(scenario())
+
+
+def test_queue_depth_and_worker_up_follow_the_fleet(plan):
+    from inferplane.gateway.metrics import Metrics
+
+    async def scenario():
+        fakes, metrics = Fakes(), Metrics()
+        gateway = await started(without_slos(plan), fakes, "w0", "w1", metrics=metrics)
+        gateway.slots_per_replica = 1
+
+        def value(name: str, **labels: str) -> float:
+            return scraped(metrics)[name, frozenset(labels.items())]
+
+        assert value("inferplane_worker_up", target="laptop", replica="w0") == 1
+        assert value("inferplane_worker_up", target="laptop", replica="w1") == 1
+        for worker in (fakes("w0"), fakes("w1")):
+            worker.gate = asyncio.Event()
+        # Two requests fill both slots; the next two wait in the queue.
+        tasks = []
+        for seed in range(4):
+            tasks.append(asyncio.create_task(gateway.infer(fraud(seed=seed), deadline=None)))
+            sent = min(seed + 1, 2)
+            await until(lambda n=sent: len(fakes("w0").calls) + len(fakes("w1").calls) == n)
+        await asyncio.sleep(0.01)
+        assert value("inferplane_queue_depth", model="fraud-scorer") == 2
+        # w0 refuses (UNAVAILABLE): ejected, so down; its batch moves to w1.
+        fakes("w0").fail = errors.Unavailable("connection reset")
+        fakes("w0").gate.set()
+        await until(lambda: not gateway.fleet.pool("laptop").get("laptop/0").live)
+        assert value("inferplane_worker_up", target="laptop", replica="w0") == 0
+        fakes("w1").gate.set()
+        await asyncio.gather(*tasks)
+        assert value("inferplane_queue_depth", model="fraud-scorer") == 0
+        # A replica the supervisor removes reads 0 (a restarted worker comes back under it).
+        gateway.set_replicas("laptop", ["w0"])
+        assert value("inferplane_worker_up", target="laptop", replica="w1") == 0
+        await gateway.drain(1.0)
+
+    run(scenario())

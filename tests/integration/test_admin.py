@@ -1,0 +1,89 @@
+"""The admin service end to end: `infc plan SPEC --against HOST:PORT` against an
+in-process gateway and server on 127.0.0.1:0.
+
+GetPlan only reads the plan, so no worker is started: the gateway need not be
+ready. The CLI's call blocks, so it runs in a thread while the server answers
+on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+import socket
+from pathlib import Path
+
+import grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from inferplane.cli.console import Console
+from inferplane.cli.main import ExitCode, run
+from inferplane.compiler.compilation import Compilation
+from inferplane.gateway.app import Gateway
+from inferplane.gateway.server import start_server
+from inferplane.protos import admin_pb2, admin_pb2_grpc
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+CALL_TIMEOUT_S = 10.0
+
+
+def infc(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = run(list(argv), Console(out=out, err=err, stdin=io.StringIO()))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_plan_against_a_running_gateway(tmp_path: Path, example_models: Path):
+    shutil.copytree(example_models, tmp_path / "models")
+    spec = tmp_path / "demo.infer"
+    shutil.copy(SPECS / "demo.infer", spec)
+    plan = Compilation.from_path(spec).plan
+    assert plan is not None
+
+    async def scenario():
+        gateway = Gateway(plan)
+        server, address = await start_server(gateway, "127.0.0.1:0", max_message_bytes=1 << 26)
+        try:
+            async with grpc.aio.insecure_channel(address) as channel:
+                answer = await admin_pb2_grpc.AdminStub(channel).GetPlan(
+                    admin_pb2.GetPlanRequest(), timeout=CALL_TIMEOUT_S
+                )
+                reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+                request = reflection_pb2.ServerReflectionRequest(list_services="")
+                async for reply in reflection.ServerReflectionInfo(iter([request])):
+                    services = {s.name for s in reply.list_services_response.service}
+            same = await asyncio.to_thread(
+                infc, "plan", str(spec), "--against", address, "--detailed-exitcode"
+            )
+            spec.write_text(spec.read_text().replace("window 2ms", "window 4ms", 1))
+            edited = await asyncio.to_thread(
+                infc, "plan", str(spec), "--against", address, "--detailed-exitcode"
+            )
+            return answer, services, same, edited
+        finally:
+            await server.stop(grace=1.0)
+
+    answer, services, same, edited = asyncio.run(scenario())
+    assert answer.plan_json == plan.to_json()
+    assert answer.content_hash == plan.content_hash and answer.content_hash.startswith("sha256:")
+    assert answer.source == plan.source
+    assert "inferplane.admin.v1.Admin" in services
+
+    code, out, err = same
+    assert code == ExitCode.OK, err
+    assert "No changes" in out
+    code, out, err = edited
+    assert code == ExitCode.CHANGES, err
+    assert "~ model" in out and "window_s" in out
+
+
+def test_plan_against_an_address_where_nothing_listens(example_models: Path):
+    with socket.socket() as probe:  # a port the kernel just handed out, then closed
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    code, out, err = infc("plan", str(SPECS / "demo.infer"), "--against", address)
+    assert code == ExitCode.ERRORS and out == ""
+    assert err.strip() == (
+        f"infc: no gateway answers at {address} (connection refused): is `infc serve` running?"
+    )
