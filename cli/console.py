@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -37,3 +38,13 @@ class Console:
 
     def error(self, text: str, end: str = "\n") -> None:
         self.err.write(text + end)
+
+
+def configure_logging(stream: TextIO) -> None:
+    """Log lines (key=value events, never payloads) from the `inferplane` loggers only."""
+    logger = logging.getLogger("inferplane")
+    if not logger.handlers:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from inferplane.cli.console import Console
+from inferplane.cli.console import Console, configure_logging
 from inferplane.compiler import render
 from inferplane.compiler.compilation import Compilation
 
@@ -73,15 +73,6 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
     return serve
 
 
-def _configure_logging(stream) -> None:
-    logger = logging.getLogger("inferplane")
-    if not logger.handlers:
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
 def run(args: argparse.Namespace, console: Console) -> int:
     if args.grace < 0:
         console.error(f"infc: --grace must be 0 or more seconds, not {args.grace}")
@@ -106,7 +97,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     except ImportError as error:
         console.error(f"infc: the gateway is not available in this build ({error})")
         return ERRORS
-    _configure_logging(console.err)
+    configure_logging(console.err)
     run_dir = tempfile.mkdtemp(prefix="infc-serve-")  # short: unix socket paths are limited
     try:
         return asyncio.run(_serve(args, console, compilation.plan, Gateway, start_server, run_dir))

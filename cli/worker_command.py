@@ -17,9 +17,8 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TextIO
 
-from inferplane.cli.console import Console
+from inferplane.cli.console import Console, configure_logging
 from inferplane.compiler import render
 from inferplane.compiler.compilation import Compilation
 
@@ -56,16 +55,6 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
     return worker
 
 
-def _configure_logging(stream: TextIO) -> None:
-    """key=value lines on stderr, from the `inferplane` loggers only."""
-    logger = logging.getLogger("inferplane")
-    if not logger.handlers:
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
 def run(args: argparse.Namespace, console: Console) -> int:
     # Imported here: the worker pulls in grpc and NumPy, which other commands do not need.
     from inferplane.backends.worker import HardwareMissing, TargetError, WorkerCore
@@ -98,7 +87,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     except TargetError as error:
         console.error(f"infc: {error}")
         return ERRORS
-    _configure_logging(console.err)
+    configure_logging(console.err)
     try:
         drained = serve(core, listen, grace_s=args.grace, out=console.out)
     except (OSError, HardwareMissing) as error:
