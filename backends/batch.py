@@ -74,9 +74,10 @@ def check_batch(
     if size == 0:
         raise BadBatch(f"{label}: the batch is empty: each input needs at least one item")
     if max_batch_size is not None and size > max_batch_size:
+        tensor = batch[0] if batch is not None else "?"
         raise BadBatch(
-            f"{label}: batch of {size} is above its max_batch_size of {max_batch_size} "
-            "on this target: split it"
+            f"{label}: input `{tensor}`: batch of {size} is above its max_batch_size of "
+            f"{max_batch_size} on this target: split it"
         )
     return size
 

@@ -180,7 +180,7 @@ BAD_BATCHES = {
     "above max batch": (
         _fraud_request(inputs=[tensor("features", features(33))]),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "model fraud-scorer@1: batch of 33 is above its max_batch_size of 32 on this target",
+        "model fraud-scorer@1: input `features`: batch of 33 is above its max_batch_size of 32",
     ),
     "unknown model": (
         _fraud_request(model="nope"),

@@ -44,7 +44,9 @@ def test_refusals(specs, inputs, message):
 def test_sizes_and_limits():
     assert check_batch("m", [spec("x", "FP32", 2, 3)], {"x": np.zeros((2, 3), np.float32)}) == 1
     assert check_batch("m", TEXT, {"text": np.array([b"a", "b"], dtype=object)}) == 2
-    with pytest.raises(BadBatch, match="m: batch of 3 is above its max_batch_size of 2 on this"):
+    with pytest.raises(
+        BadBatch, match="m: input `text`: batch of 3 is above its max_batch_size of 2"
+    ):
         check_batch("m", TEXT, {"text": np.array([b"a"] * 3, dtype=object)}, max_batch_size=2)
     with pytest.raises(
         BadBatch, match=r"m: unknown output `z`; the model gives `text` BYTES\[-1\]"
