@@ -24,17 +24,11 @@ One request, `infer`:
    the route's fallback, or refuse (RESOURCE_EXHAUSTED);
 6. it joins that shard's queue and waits for its answer.
 
-One lane per (model version, shard) owns a queue of `batching.Pending` and a
-driver task that loops on `BatchPolicy.decide(queue, now, free_slots, slots)`:
-expired requests are answered DEADLINE_EXCEEDED before anything is sent;
-a batch is `tensor_batch.merge`d and sent to a replica of the shard's target
-chosen by power of two choices among those with a free slot (each replica
-runs at most `slots_per_replica` batches at once, over all the models of its
-target); the measured send-to-answer time feeds the lane's
-`ServiceTimeModel`, and the outputs are `split` back exactly. A retriable
-failure (UNAVAILABLE, a lost connection) ejects the replica and sends the
-same batch to a replica not tried yet (`sharding.Attempts`: at most three
-tries, one answer per request). Ejected replicas are probed with the worker's
+One lane per (model version, shard) owns the queue and a driver task
+(gateway/lanes.py, `LaneDriver`, which `Gateway` extends): it batches by
+`BatchPolicy.decide`, sends each batch to a replica with a free slot, feeds the
+measured time to the lane's `ServiceTimeModel`, and retries a retriable failure
+on a replica not tried yet. Ejected replicas are probed with the worker's
 Health RPC after their backoff and re-admitted when ready.
 
 Metrics (`metrics=`, a `gateway/metrics.Metrics`; none by default): every
@@ -48,51 +42,35 @@ changes; each replica's live state when membership or health changes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from inferplane.backends.batch import check_batch, check_outputs, label
-from inferplane.backends.logfmt import kv
 from inferplane.backends.runtime import BadBatch
 from inferplane.compiler import plan as plan_mod
-from inferplane.gateway import admission, converters, redaction, tensor_batch
-from inferplane.gateway.batching import BatchPolicy, Pending
+from inferplane.gateway import admission, domain, redaction
+from inferplane.gateway.batching import Pending
 from inferplane.gateway.errors import (
     DeadlineExceeded,
     GatewayError,
-    Internal,
     InvalidArgument,
     Unavailable,
-    kind_of,
     status_of,
 )
+from inferplane.gateway.lanes import Job, Lane, LaneDriver, new_lane
 from inferplane.gateway.metrics import NullMetrics, replica_label
+from inferplane.gateway.retries import Attempts
 from inferplane.gateway.routing import ModelKey, RouteTable
-from inferplane.gateway.sharding import (
-    RETRIABLE,
-    Attempts,
-    Fleet,
-    Next,
-    NoReplica,
-    Replica,
-    Shard,
-    ShardPicker,
-    TargetPool,
-)
+from inferplane.gateway.sharding import Fleet, NoReplica, TargetPool
 from inferplane.gateway.worker_client import GrpcWorkerClient, WorkerClient
 
-log = logging.getLogger(__name__)
-
 Clock = Callable[[], float]
-WORKER_TIMEOUT_S = 30.0  # the longest one batch may hold a slot
 PROBE_TIMEOUT_S = 2.0
 PROBE_IDLE_S = 0.5  # how often a pool with nothing ejected looks again
 MAX_RETRIES = 2
@@ -118,39 +96,8 @@ class _Served:
     key: ModelKey | None = None
 
 
-@dataclass(eq=False)
-class _Job:
-    """One queued request: redacted inputs, its future, its tries."""
-
-    id: str
-    inputs: Mapping[str, np.ndarray]
-    rows: int
-    wanted: tuple[str, ...]
-    arrival: float
-    deadline: float
-    future: asyncio.Future
-    attempts: Attempts
-    sent_at: float | None = None
-
-
-@dataclass(eq=False)
-class _Lane:
-    """One (model version, shard): its queue, batching policy and driver."""
-
-    key: ModelKey
-    model: plan_mod.Model
-    pool: TargetPool
-    picker: ShardPicker  # over this one shard: power of two choices in its pool
-    policy: BatchPolicy
-    queue: list[Pending] = field(default_factory=list)
-    wake: asyncio.Event | None = None
-    task: asyncio.Task | None = None
-    inflight: set[asyncio.Task] = field(default_factory=set)
-    stopping: bool = False
-
-
 @dataclass
-class _Counts:
+class Counts:
     """Cumulative figures of one model version (or route), for ModelStatistics."""
 
     success: list[int] = field(default_factory=lambda: [0, 0])  # count, ns
@@ -162,9 +109,9 @@ class _Counts:
     batches: dict[int, list[int]] = field(default_factory=dict)  # size -> count, compute ns
     last_ms: int = 0
 
-    def record(self, name: str, version: int) -> converters.ModelStats:
-        d = converters.Duration
-        return converters.ModelStats(
+    def record(self, name: str, version: int) -> domain.ModelStats:
+        d = domain.Duration
+        return domain.ModelStats(
             name=name,
             version=version,
             last_inference_ms=self.last_ms,
@@ -175,13 +122,13 @@ class _Counts:
             queue=d(*self.queue),
             compute_infer=d(*self.compute),
             batches=tuple(
-                converters.BatchStats(size, compute_infer=d(count, ns))
+                domain.BatchStats(size, compute_infer=d(count, ns))
                 for size, (count, ns) in sorted(self.batches.items())
             ),
         )
 
 
-class Gateway:
+class Gateway(LaneDriver):
     """The gateway core over one plan (see the module docstring)."""
 
     slots_per_replica = 2  # batches one replica runs at once; tests may set it
@@ -212,20 +159,20 @@ class Gateway:
         self.fleet = Fleet.from_plan(plan, clock=clock, rng=self._rng)
         self._models: dict[ModelKey, plan_mod.Model] = {}
         self._redactors: dict[ModelKey, dict[str, redaction.Redactor]] = {}
-        self._lanes: dict[ModelKey, dict[str, _Lane]] = {}
-        self._by_target: dict[str, list[_Lane]] = {t.name: [] for t in plan.targets}
+        self._lanes: dict[ModelKey, dict[str, Lane]] = {}
+        self._by_target: dict[str, list[Lane]] = {t.name: [] for t in plan.targets}
         for m in plan.models:
             key = ModelKey(m.name, m.version)
             self._models[key] = m
             self._redactors[key] = redaction.redactors_for(m.privacy)
             self._lanes[key] = {}
             for s in m.shards:
-                lane = self._lane(key, m, s)
+                lane = new_lane(key, m, s, self.fleet.pool(s.target), self._rng)
                 self._lanes[key][s.target] = lane
                 self._by_target[s.target].append(lane)
         self._clients: dict[str, WorkerClient] = {}
         self._finish_at: dict[str, list[float]] = {}  # replica id -> predicted ends of its batches
-        self._counts: dict[tuple[str, int], _Counts] = {}
+        self._counts: dict[tuple[str, int], Counts] = {}
         self._ids = itertools.count(1)
         self._started = False
         self._draining = False
@@ -235,23 +182,6 @@ class Gateway:
         self._up_labels: dict[str, set[str]] = {}  # target -> replica labels ever published
         for pool in self.fleet.pools.values():
             self._publish_workers(pool)
-
-    def _lane(self, key: ModelKey, model: plan_mod.Model, shard: plan_mod.Shard) -> _Lane:
-        pool = self.fleet.pool(shard.target)
-        est = shard.estimate
-        picker = ShardPicker(f"{key}", [Shard(pool, 1, est.fixed_s, est.per_item_s)], rng=self._rng)
-        policy = BatchPolicy.from_plan(model, shard)
-        if converters.max_batch_size(model) == 0:
-            # No batch axis: every call carries exactly one request.
-            policy = BatchPolicy(
-                max_batch=1,
-                window_s=0.0,
-                fixed=False,
-                slo_s=policy.slo_s,
-                service_time=policy.service_time,
-                arrivals=policy.arrivals,
-            )
-        return _Lane(key, model, pool, picker, policy)
 
     # --- lifecycle and membership
 
@@ -311,7 +241,7 @@ class Gateway:
 
     def model_ready(self, name: str, version: str = "") -> bool:
         """Whether a model version (or any model of a route) can take requests."""
-        served = converters.served(self.plan, name, version)
+        served = domain.served(self.plan, name, version)
         if served.route is None:
             return self._serving(ModelKey(served.model.name, served.model.version))
         members = [ModelKey(e.model, e.version) for e in served.route.entries]
@@ -319,26 +249,26 @@ class Gateway:
             members.append(ModelKey(served.route.fallback.model, served.route.fallback.version))
         return any(self._serving(k) for k in members)
 
-    def availability(self) -> dict[tuple[str, int], converters.Availability]:
+    def availability(self) -> dict[tuple[str, int], domain.Availability]:
         """Each model version's state, for RepositoryIndex."""
         out = {}
         for key in self._models:
             if self._serving(key):
-                out[key.name, key.version] = converters.Availability()
+                out[key.name, key.version] = domain.Availability()
             else:
                 why = "draining" if self._draining else "no live worker on any of its shards"
-                out[key.name, key.version] = converters.Availability("UNAVAILABLE", why)
+                out[key.name, key.version] = domain.Availability("UNAVAILABLE", why)
         return out
 
-    def statistics(self, name: str = "", version: str = "") -> list[converters.ModelStats]:
+    def statistics(self, name: str = "", version: str = "") -> list[domain.ModelStats]:
         """Cumulative statistics: every model version, or those of `name` (a route: one row)."""
         if not name:
             keys = sorted(self._models)
         else:
-            served = converters.served(self.plan, name, version)
+            served = domain.served(self.plan, name, version)
             if served.route is not None:
-                stats = self._counts.get((name, converters.ROUTE_STATS_VERSION), _Counts())
-                return [stats.record(name, converters.ROUTE_STATS_VERSION)]
+                stats = self._counts.get((name, domain.ROUTE_STATS_VERSION), Counts())
+                return [stats.record(name, domain.ROUTE_STATS_VERSION)]
             versions = [served.model.version] if version else served.versions
             keys = [ModelKey(name, v) for v in versions]
         return [self._count(k.name, k.version).record(k.name, k.version) for k in keys]
@@ -377,9 +307,7 @@ class Gateway:
 
     # --- one request
 
-    async def infer(
-        self, request: converters.InferRequest, *, deadline: float | None
-    ) -> InferOutcome:
+    async def infer(self, request: domain.InferRequest, *, deadline: float | None) -> InferOutcome:
         """Serve one request; `deadline` is absolute on the gateway's clock (None: none)."""
         start = self._clock()
         served = _Served(request.model, request.version)
@@ -404,7 +332,7 @@ class Gateway:
                 self.metrics.slo_violation(served.key.name, objective.percentile)
 
     async def _infer(
-        self, request: converters.InferRequest, deadline: float | None, served: _Served
+        self, request: domain.InferRequest, deadline: float | None, served: _Served
     ) -> InferOutcome:
         if self._draining:
             raise Unavailable("draining: the gateway is shutting down; retry on another")
@@ -436,7 +364,7 @@ class Gateway:
                 key, lane = fallback, fallback_lane
                 served.key, served.model, served.version = key, key.name, str(key.version)
                 inputs, rows = self._prepare(key, request)
-        job = _Job(
+        job = Job(
             id=f"g{next(self._ids)}",
             inputs=inputs,
             rows=rows,
@@ -459,11 +387,11 @@ class Gateway:
         return InferOutcome(key.name, key.version, outputs, resolved.route)
 
     def _prepare(
-        self, key: ModelKey, request: converters.InferRequest
+        self, key: ModelKey, request: domain.InferRequest
     ) -> tuple[dict[str, np.ndarray], int]:
         """Check the inputs against the model's signature, then redact them."""
         model = self._models[key]
-        limit = converters.max_batch_size(model)
+        limit = domain.max_batch_size(model)
         try:
             rows = check_batch(label(model), model.signature.inputs, request.inputs, limit or None)
             check_outputs(label(model), model.signature.outputs, request.outputs)
@@ -475,7 +403,7 @@ class Gateway:
                 inputs[name] = redactor.redact_array(inputs[name], tensor=name).array
         return inputs, rows if limit else 1
 
-    def _pick_lane(self, key: ModelKey) -> tuple[_Lane | None, str]:
+    def _pick_lane(self, key: ModelKey) -> tuple[Lane | None, str]:
         """The shard a request of `key` joins, by weight among shards with a live
         replica (the replica itself is chosen at dispatch); else None and why."""
         try:
@@ -486,8 +414,8 @@ class Gateway:
 
     def _admit(
         self,
-        lane: _Lane,
-        fallback: _Lane | None,
+        lane: Lane,
+        fallback: Lane | None,
         now: float,
         deadline: float | None,
         rows: int,
@@ -510,202 +438,14 @@ class Gateway:
             fallback=alternative,
         )
 
-    # --- the driver of one lane
-
-    async def _drive(self, lane: _Lane) -> None:
-        while True:
-            lane.wake.clear()
-            try:
-                wake_at = self._step(lane)
-            except Exception:  # a bug: answer what is queued rather than hang it
-                log.exception(kv("lane_failed", model=lane.key))
-                for p in lane.queue:
-                    self._fail(p.item, Internal("the gateway failed to schedule the request"))
-                lane.queue.clear()
-                self._queue_changed(lane)
-                wake_at = None
-            if lane.stopping and not lane.queue:
-                return
-            timeout = None if wake_at is None else max(0.0, wake_at - self._clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lane.wake.wait(), timeout)
-
-    def _step(self, lane: _Lane) -> float | None:
-        """Act on the policy's decisions until one says wait; returns when to wake."""
-        while True:
-            lane.queue[:] = [p for p in lane.queue if not p.item.future.done()]
-            if lane.queue and not lane.pool.live():
-                why = f"no live replica of target `{lane.pool.name}` for `{lane.key}`"
-                for p in lane.queue:
-                    self._fail(p.item, Unavailable(why))
-                lane.queue.clear()
-            now = self._clock()
-            free, slots = self._free_slots(lane.pool)
-            decision = lane.policy.decide(lane.queue, now, free, slots)
-            if not decision.acted:
-                self._queue_changed(lane)
-                return decision.wake_at
-            gone = {id(p) for p in (*decision.expired, *decision.too_large, *decision.dispatch)}
-            lane.queue[:] = [p for p in lane.queue if id(p) not in gone]
-            for p in decision.expired:
-                self._fail(p.item, DeadlineExceeded("the deadline passed while it was queued"))
-            for p in decision.too_large:
-                self._fail(p.item, InvalidArgument(f"{p.rows} rows exceed the batch maximum"))
-            if decision.dispatch:
-                self._dispatch(lane, [p.item for p in decision.dispatch], now)
-
-    def _dispatch(self, lane: _Lane, jobs: list[_Job], now: float) -> None:
-        full = {r.id for r in lane.pool.live() if r.batches >= self.slots_per_replica}
-        replica = lane.picker.pick(full)
-        for job in jobs:
-            job.sent_at = now
-        rows = sum(j.rows for j in jobs)
-        self.metrics.batch(lane.key.name, lane.pool.name, rows)
-        predicted = self._begin(lane, replica, rows)
-        task = asyncio.create_task(self._run_batch(lane, jobs, replica, predicted))
-        lane.inflight.add(task)
-        task.add_done_callback(lane.inflight.discard)
-
-    def _begin(self, lane: _Lane, replica: Replica, rows: int) -> float:
-        predicted = lane.policy.service_time.predict(rows)
-        lane.picker.begin(replica, rows, predicted)
-        ends = self._finish_at.setdefault(replica.id, [])
-        ends.append(self._clock() + lane.policy.predict_batch_time(rows))
-        return predicted
-
-    def _end(
-        self, lane: _Lane, replica: Replica, rows: int, predicted: float, ok: bool, latency: float
-    ) -> None:
-        lane.picker.end(replica, rows, ok, latency if ok else None, predicted)
-        ends = self._finish_at.get(replica.id)
-        if ends:
-            ends.remove(min(ends))
-        self._publish_workers(lane.pool)  # enough failures in a row eject it
-        self._wake(lane.pool.name)
-        self._notify_ready()
-
-    async def _run_batch(
-        self, lane: _Lane, jobs: list[_Job], replica: Replica, predicted: float
-    ) -> None:
-        """Send one batch, retrying it on other replicas; answer each member once."""
-        try:
-            arrays, offsets = tensor_batch.merge([j.inputs for j in jobs])
-            while True:
-                rows = offsets[-1]
-                for job in jobs:
-                    job.attempts.start(replica.id)
-                sent = self._clock()
-                ok, failure, status = False, None, ""
-                try:
-                    outputs, compute_ns = await self._client(replica.endpoint).infer(
-                        lane.key.name,
-                        lane.key.version,
-                        arrays,
-                        timeout=self._timeout(jobs, sent),
-                        request_id=jobs[0].id,
-                    )
-                    ok = True
-                except GatewayError as error:
-                    failure = error
-                    status = getattr(error, "worker_status", None) or str(kind_of(error))
-                finally:
-                    latency = self._clock() - sent
-                    healthy = ok or status not in RETRIABLE
-                    self._end(lane, replica, rows, predicted, healthy, latency)
-                if ok:
-                    self._answer_batch(lane, jobs, offsets, outputs, compute_ns, latency)
-                    return
-                if status == "UNAVAILABLE":
-                    lane.pool.eject(replica)  # lost or refusing: out until a probe says ready
-                    self._publish_workers(lane.pool)
-                    self._notify_ready()
-                jobs = self._after_failure(jobs, replica, status, failure)
-                if not jobs:
-                    return
-                exclude = frozenset().union(*(j.attempts.exclude for j in jobs))
-                try:
-                    replica = lane.picker.pick(exclude)
-                except NoReplica as error:
-                    for job in jobs:
-                        self._fail(job, Unavailable(f"{error}; last failure: {failure}"))
-                    return
-                arrays, offsets = tensor_batch.merge([j.inputs for j in jobs])
-                self.metrics.batch(lane.key.name, lane.pool.name, offsets[-1])
-                predicted = self._begin(lane, replica, offsets[-1])
-        except asyncio.CancelledError:
-            for job in jobs:
-                self._fail(job, Unavailable("draining: the batch was cancelled"))
-            raise
-        except Exception:
-            log.exception(kv("batch_failed", model=lane.key, requests=len(jobs)))
-            for job in jobs:
-                self._fail(job, Internal("the gateway failed to send the batch (logged)"))
-
-    def _after_failure(
-        self, jobs: list[_Job], replica: Replica, status: str, failure: GatewayError
-    ) -> list[_Job]:
-        """Answer the members to give up on; returns those to retry."""
-        retry = []
-        now = self._clock()
-        for job in jobs:
-            step = job.attempts.fail(replica.id, status)
-            if step is Next.GIVE_UP:
-                self._fail(job, failure)
-            elif step is Next.RETRY and not job.future.done():
-                if now >= job.deadline:
-                    self._fail(job, DeadlineExceeded("the deadline passed during a retry"))
-                else:
-                    retry.append(job)
-        if retry:
-            log.info(kv("batch_retry", requests=len(retry), status=status, replica=replica.id))
-        return retry
-
-    def _answer_batch(
-        self,
-        lane: _Lane,
-        jobs: list[_Job],
-        offsets: tuple[int, ...],
-        outputs: dict[str, np.ndarray],
-        compute_ns: int,
-        latency: float,
-    ) -> None:
-        rows = offsets[-1]
-        if latency > 0:
-            lane.policy.service_time.observe(rows, latency)
-        counts = self._count(*lane.key)
-        counts.executions += 1
-        counts.inferences += rows
-        batch = counts.batches.setdefault(rows, [0, 0])
-        batch[0] += 1
-        batch[1] += compute_ns
-        counts.compute[0] += len(jobs)
-        counts.compute[1] += compute_ns * len(jobs)
-        try:
-            parts = tensor_batch.split(outputs, offsets)
-        except tensor_batch.TensorBatchError as error:
-            for job in jobs:
-                self._fail(job, Internal(f"worker answered a batch that does not split: {error}"))
-            return
-        for job, part in zip(jobs, parts, strict=True):
-            wanted = job.wanted or tuple(part)
-            missing = [n for n in wanted if n not in part]
-            if missing:
-                self._fail(job, Internal(f"worker did not answer output `{missing[0]}`"))
-            elif job.attempts.answer() and not job.future.done():
-                job.future.set_result({n: part[n] for n in wanted})
-
     # --- helpers
 
-    def _fail(self, job: _Job, error: BaseException) -> None:
-        if job.attempts.answer() and not job.future.done():
-            job.future.set_exception(error)
-
-    def _finish(self, key: ModelKey, route: str | None, job: _Job, ok: bool) -> None:
+    def _finish(self, key: ModelKey, route: str | None, job: Job, ok: bool) -> None:
         now = self._clock()
         ns = int((now - job.arrival) * 1e9)
         rows = [self._count(*key)]
         if route is not None:
-            rows.append(self._count(route, converters.ROUTE_STATS_VERSION))
+            rows.append(self._count(route, domain.ROUTE_STATS_VERSION))
         for counts in rows:
             slot = counts.success if ok else counts.fail
             slot[0] += 1
@@ -716,24 +456,8 @@ class Gateway:
             if ok:
                 counts.last_ms = int(time.time() * 1000)
 
-    def _count(self, name: str, version: int) -> _Counts:
-        return self._counts.setdefault((name, version), _Counts())
-
-    def _timeout(self, jobs: Sequence[_Job], now: float) -> float:
-        latest = max(j.deadline for j in jobs)
-        return max(0.001, min(WORKER_TIMEOUT_S, latest - now))
-
-    def _free_slots(self, pool: TargetPool) -> tuple[int, int]:
-        live = pool.live()
-        per = self.slots_per_replica
-        return sum(max(0, per - r.batches) for r in live), per * len(live)
-
-    def _slots_free_at(self, lane: _Lane, now: float) -> list[float]:
-        out: list[float] = []
-        for replica in lane.pool.live():
-            ends = sorted(self._finish_at.get(replica.id, ()))[: self.slots_per_replica]
-            out += ends + [now] * (self.slots_per_replica - len(ends))
-        return out
+    def _count(self, name: str, version: int) -> Counts:
+        return self._counts.setdefault((name, version), Counts())
 
     def _has_live(self, key: ModelKey) -> bool:
         return any(lane.pool.live() for lane in self._lanes[key].values())
@@ -758,7 +482,7 @@ class Gateway:
             if lane.wake is not None:
                 lane.wake.set()
 
-    def _queue_changed(self, lane: _Lane) -> None:
+    def _queue_changed(self, lane: Lane) -> None:
         name = lane.key.name
         depth = sum(
             len(other.queue)

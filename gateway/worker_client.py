@@ -13,7 +13,7 @@ socket or host:port) and encodes tensors in the KServe raw layout with
 
 Every failure comes out as a `gateway.errors` domain error, by the one status
 table (`error_from_status`): a lost connection or a worker that is loading or
-draining is `Unavailable`, which `sharding.RETRIABLE` retries on another
+draining is `Unavailable`, which `retries.RETRIABLE` retries on another
 replica; a worker's INVALID_ARGUMENT stays INVALID_ARGUMENT. A reply that
 cannot be decoded is `Internal`.
 """

@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from inferplane.compiler.compilation import Compilation
 from inferplane.gateway import converters
 from inferplane.gateway.app import Gateway
+from inferplane.gateway.domain import InferRequest
 from inferplane.gateway.redaction import redactors_for
 from inferplane.gateway.server import start_server
 from inferplane.protos import grpc_service_pb2 as pb
@@ -289,7 +290,7 @@ def test_typed_contents_and_requests_tritonclient_cannot_send(laptop, example_mo
     text = np.array([t.encode() for t in TEXTS], dtype=object)
 
     def request(model: str, inputs: dict, *, raw: bool, id: str = "") -> pb.ModelInferRequest:
-        domain = converters.InferRequest(model, "1", id, inputs)
+        domain = InferRequest(model, "1", id, inputs)
         return converters.infer_request_to_proto(domain, raw=raw)
 
     async def refused(stub, message: pb.ModelInferRequest) -> tuple[grpc.StatusCode, str]:
@@ -393,7 +394,7 @@ def test_over_batch_names_the_tensor():
         gateway = Gateway(plan)
         await gateway.start()
         try:
-            request = converters.InferRequest("fraud-scorer", "1", "", {"features": big})
+            request = InferRequest("fraud-scorer", "1", "", {"features": big})
             with pytest.raises(Exception) as caught:
                 await gateway.infer(request, deadline=None)
             return caught.value
@@ -413,7 +414,7 @@ def test_stream_health_and_a_worker_killed_mid_run(laptop, example_models):
     expected = reference(example_models / "fraud.onnx", features=x)
 
     def request(i: int, model: str = "fraud-scorer", features=x) -> pb.ModelInferRequest:
-        domain = converters.InferRequest(model, "1", f"s{i}", {"features": features})
+        domain = InferRequest(model, "1", f"s{i}", {"features": features})
         return converters.infer_request_to_proto(domain)
 
     async def scenario():

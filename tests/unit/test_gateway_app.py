@@ -18,7 +18,7 @@ import pytest
 from inferplane.compiler.plan import Plan, load_plan
 from inferplane.gateway import errors
 from inferplane.gateway.app import Gateway
-from inferplane.gateway.converters import InferRequest
+from inferplane.gateway.domain import InferRequest
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 LIMIT_S = 10.0

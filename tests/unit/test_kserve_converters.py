@@ -28,7 +28,7 @@ from google.protobuf.internal import enum_type_wrapper
 from inferplane.compiler import plan as plan_mod
 from inferplane.compiler.compilation import Compilation
 from inferplane.gateway import converters as conv
-from inferplane.gateway import errors
+from inferplane.gateway import domain, errors
 from inferplane.gateway.errors import Internal, InvalidArgument, NotFound
 from inferplane.protos import grpc_service_pb2 as pb
 from inferplane.protos import model_config_pb2 as mc
@@ -75,7 +75,7 @@ def _same(got: np.ndarray, want: np.ndarray) -> None:
         assert got.tobytes() == want.tobytes()
 
 
-def _over_the_wire(request: conv.InferRequest, *, raw: bool) -> conv.InferRequest:
+def _over_the_wire(request: domain.InferRequest, *, raw: bool) -> domain.InferRequest:
     msg = conv.infer_request_to_proto(request, raw=raw)
     return conv.infer_request_from_proto(pb.ModelInferRequest.FromString(msg.SerializeToString()))
 
@@ -92,7 +92,7 @@ def _refusal(msg: pb.ModelInferRequest) -> str:
 @pytest.mark.parametrize("datatype", [*SAMPLES, "BF16"])
 def test_raw_round_trip(datatype: str):
     array = _sample(datatype)
-    request = conv.InferRequest(model="m", version="", id="r1", inputs={"x": array})
+    request = domain.InferRequest(model="m", version="", id="r1", inputs={"x": array})
     msg = conv.infer_request_to_proto(request)
     assert msg.inputs[0].datatype == datatype
     assert list(msg.inputs[0].shape) == [1, 3]
@@ -103,7 +103,7 @@ def test_raw_round_trip(datatype: str):
 @pytest.mark.parametrize("datatype", TYPED)
 def test_typed_round_trip(datatype: str):
     array = SAMPLES[datatype]
-    request = conv.InferRequest(model="m", version="", id="", inputs={"x": array})
+    request = domain.InferRequest(model="m", version="", id="", inputs={"x": array})
     msg = conv.infer_request_to_proto(request, raw=False)
     assert not msg.raw_input_contents
     assert msg.inputs[0].HasField("contents")
@@ -116,7 +116,7 @@ def test_several_inputs_keep_their_order_and_shapes():
         "ids": np.array([[1], [2], [3], [4]], np.int64),
         "text": np.array([b"one", b"two", b"three", b"four"], dtype=object),
     }
-    request = conv.InferRequest(model="m", version="2", id="r", inputs=inputs, outputs=("s",))
+    request = domain.InferRequest(model="m", version="2", id="r", inputs=inputs, outputs=("s",))
     for raw in (True, False):
         back = _over_the_wire(request, raw=raw)
         assert list(back.inputs) == ["features", "ids", "text"]
@@ -126,7 +126,7 @@ def test_several_inputs_keep_their_order_and_shapes():
 
 
 def test_raw_layout_is_little_endian_with_length_prefixed_bytes():
-    request = conv.InferRequest(
+    request = domain.InferRequest(
         model="m",
         version="",
         id="",
@@ -138,14 +138,14 @@ def test_raw_layout_is_little_endian_with_length_prefixed_bytes():
 
 
 def test_text_becomes_utf8_bytes_both_ways():
-    request = conv.InferRequest(model="m", version="", id="", inputs={"t": np.array(["héllo"])})
+    request = domain.InferRequest(model="m", version="", id="", inputs={"t": np.array(["héllo"])})
     for raw in (True, False):
         assert _over_the_wire(request, raw=raw).inputs["t"].tolist() == ["héllo".encode()]
 
 
 @pytest.mark.parametrize("datatype", ["FP16", "BF16"])
 def test_half_floats_have_no_typed_form(datatype: str):
-    request = conv.InferRequest(model="m", version="", id="", inputs={"h": _sample(datatype)})
+    request = domain.InferRequest(model="m", version="", id="", inputs={"h": _sample(datatype)})
     with pytest.raises(InvalidArgument, match=f"input `h`: {datatype} has no typed contents"):
         conv.infer_request_to_proto(request, raw=False)
     msg = pb.ModelInferRequest(model_name="m")
@@ -155,7 +155,7 @@ def test_half_floats_have_no_typed_form(datatype: str):
 
 def test_parameters_round_trip_with_their_types():
     params = {"flag": True, "limit": 3, "big": 2**64 - 1, "ratio": 0.5, "tenant": "acme"}
-    request = conv.InferRequest(model="m", version="", id="", inputs={}, parameters=params)
+    request = domain.InferRequest(model="m", version="", id="", inputs={}, parameters=params)
     msg = conv.infer_request_to_proto(request)
     assert msg.parameters["flag"].WhichOneof("parameter_choice") == "bool_param"
     assert msg.parameters["big"].WhichOneof("parameter_choice") == "uint64_param"
@@ -450,7 +450,7 @@ def test_primary_entry_is_the_largest_share_first_on_a_tie():
         plan_mod.RouteEntry(model="b", version=1, percent=35),
         plan_mod.RouteEntry(model="c", version=1, percent=35),
     ]
-    assert conv.primary_entry(plan_mod.Route(name="r", entries=entries)).model == "b"
+    assert domain.primary_entry(plan_mod.Route(name="r", entries=entries)).model == "b"
 
 
 def test_model_config_dims_exclude_the_batch_axis(demo: plan_mod.Plan):
@@ -534,8 +534,8 @@ def test_fixed_batching_prefers_its_size_and_tpu_runs_on_jax(demo: plan_mod.Plan
 
 def test_repository_index(demo: plan_mod.Plan):
     availability = {
-        ("fraud-lite", 1): conv.Availability(),
-        ("fraud-scorer", 1): conv.Availability("LOADING", "warming up"),
+        ("fraud-lite", 1): domain.Availability(),
+        ("fraud-scorer", 1): domain.Availability("LOADING", "warming up"),
     }
     index = conv.repository_index_to_proto(demo, availability)
     assert [(m.name, m.version, m.state, m.reason) for m in index.models] == [
@@ -554,19 +554,19 @@ def test_repository_index(demo: plan_mod.Plan):
 
 
 def test_model_statistics():
-    stats = conv.ModelStats(
+    stats = domain.ModelStats(
         name="fraud-scorer",
         version=1,
         last_inference_ms=1_700_000_000_000,
         inference_count=40,
         execution_count=3,
-        success=conv.Duration(10, 5_000_000),
-        fail=conv.Duration(1, 20_000),
-        queue=conv.Duration(10, 900_000),
-        compute_infer=conv.Duration(3, 3_000_000),
+        success=domain.Duration(10, 5_000_000),
+        fail=domain.Duration(1, 20_000),
+        queue=domain.Duration(10, 900_000),
+        compute_infer=domain.Duration(3, 3_000_000),
         batches=(
-            conv.BatchStats(32, compute_infer=conv.Duration(1, 2_000_000)),
-            conv.BatchStats(4, compute_infer=conv.Duration(2, 1_000_000)),
+            domain.BatchStats(32, compute_infer=domain.Duration(1, 2_000_000)),
+            domain.BatchStats(4, compute_infer=domain.Duration(2, 1_000_000)),
         ),
     )
     answer = conv.model_statistics_to_proto([stats])
@@ -699,12 +699,12 @@ def test_tritonclient_reads_our_metadata_and_config(triton, demo: plan_mod.Plan)
 
 
 def test_tritonclient_reads_our_statistics(triton):
-    stats = conv.ModelStats(
+    stats = domain.ModelStats(
         name="payments",
-        version=conv.ROUTE_STATS_VERSION,
+        version=domain.ROUTE_STATS_VERSION,
         inference_count=5,
-        success=conv.Duration(5, 1_000),
-        batches=(conv.BatchStats(4, compute_infer=conv.Duration(1, 800)),),
+        success=domain.Duration(5, 1_000),
+        batches=(domain.BatchStats(4, compute_infer=domain.Duration(1, 800)),),
     )
     ours = conv.model_statistics_to_proto([stats])
     theirs = triton.pb.ModelStatisticsResponse.FromString(ours.SerializeToString())

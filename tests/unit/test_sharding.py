@@ -9,13 +9,11 @@ from pathlib import Path
 import pytest
 
 from inferplane.compiler.plan import Plan, load_plan
+from inferplane.gateway.retries import RETRIABLE, Attempts, Next
 from inferplane.gateway.sharding import (
-    RETRIABLE,
-    Attempts,
     Backoff,
     Fleet,
     Health,
-    Next,
     NoReplica,
     Shard,
     ShardPicker,
