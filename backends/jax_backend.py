@@ -22,7 +22,6 @@ signature's dtypes.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from collections.abc import Mapping, Sequence
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from inferplane.backends import batch
-from inferplane.backends.artifact_check import changed
+from inferplane.backends.artifact_check import check_artifact
 from inferplane.backends.jax_checks import check_signature
 from inferplane.backends.runtime import BackendError, LoadFailed, RuntimeInfo, WrongDevice
 from inferplane.backends.tensors import DATATYPES
@@ -71,10 +70,13 @@ class JaxBackend:
         jax = _import_jax()
         device, fallback = self._pick_device(jax)
         data = self._read_artifact()
-        sha256 = hashlib.sha256(data).hexdigest()  # also the StableHLO cache's key
-        if sha256 != self._model.artifact.sha256:
-            planned = self._model.artifact.sha256
-            raise LoadFailed(f"{self._label}: {changed(self._path, sha256, planned)}")
+        # The worker's shared check (hashed once per file and mtime): the file is
+        # the plan's, so the plan's sha256 can key the StableHLO cache.
+        sha256 = self._model.artifact.sha256
+        try:
+            check_artifact(self._path, sha256)
+        except LoadFailed as error:
+            raise LoadFailed(f"{self._label}: {error}") from None
         notes = []
         model_proto = self._parse(data)
         check_signature(self._label, self._model.signature, model_proto)

@@ -10,8 +10,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from inferplane.cli.console import Console
+from inferplane.cli.spec_input import compile_spec, read_text
 from inferplane.compiler import render
-from inferplane.compiler.compilation import Compilation
 from inferplane.compiler.diff import diff_plans, render_diff
 from inferplane.compiler.fmt import format_text
 from inferplane.compiler.plan import Plan, load_plan
@@ -21,27 +21,11 @@ OK, ERRORS, CHANGES = 0, 1, 2
 _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d+$")
 
 
-def _read(path: str, console: Console) -> str | None:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = getattr(e, "strerror", None) or str(e)
-        console.error(f"infc: cannot read {path}: {reason}")
-        return None
-
-
-def _compile(path: str, console: Console) -> Compilation | None:
-    text = _read(path, console)
-    if text is None:
-        return None
-    return Compilation(text, path, Path(path).resolve().parent)
-
-
 def check(args: argparse.Namespace, console: Console) -> int:
     status = OK
     records = []
     for path in args.specs:
-        compilation = _compile(path, console)
+        compilation = compile_spec(path, console)
         if compilation is None:
             status = ERRORS
             continue
@@ -61,7 +45,7 @@ def check(args: argparse.Namespace, console: Console) -> int:
 def fmt(args: argparse.Namespace, console: Console) -> int:
     status = OK
     for path in args.specs:
-        text = console.stdin.read() if path == "-" else _read(path, console)
+        text = console.stdin.read() if path == "-" else read_text(path, console)
         if text is None:
             status = ERRORS
             continue
@@ -116,7 +100,7 @@ def _load_against(against: str, console: Console) -> Plan | None:
             return None
         what = f"the plan from the gateway at {against}"
     else:
-        text = _read(against, console)
+        text = read_text(against, console)
         if text is None:
             return None
         what = against
@@ -130,7 +114,7 @@ def _load_against(against: str, console: Console) -> Plan | None:
 
 
 def plan(args: argparse.Namespace, console: Console) -> int:
-    compilation = _compile(args.spec, console)
+    compilation = compile_spec(args.spec, console)
     if compilation is None:
         return ERRORS
     found = compilation.diagnostics

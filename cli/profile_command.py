@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from inferplane.cli.console import Console
-from inferplane.compiler import plan, profiles, render
-from inferplane.compiler.compilation import Compilation
+from inferplane.cli.spec_input import compile_for_running
+from inferplane.compiler import plan, profiles
 from inferplane.compiler.review import table
 from inferplane.compiler.units import format_duration
 
@@ -84,19 +84,11 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     spec = Path(args.spec)
-    try:
-        text = spec.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        console.error(f"infc: cannot read {spec}: {getattr(e, 'strerror', None) or e}")
+    compilation = compile_for_running(args.spec, console)
+    if compilation is None:
         return ERRORS
-    base_dir = spec.resolve().parent
-    compilation = Compilation(text, str(spec), base_dir)
     result = compilation.plan
-    if result is None:
-        found = compilation.diagnostics
-        console.error(render.render_human(found, text, console.err_colour), end="")
-        console.error(render.summary(str(spec), found))
-        return ERRORS
+    base_dir = spec.resolve().parent
 
     out_path = Path(args.out) if args.out else profiles.profile_path(str(spec), base_dir)
     try:

@@ -25,11 +25,9 @@ import shutil
 import signal
 import sys
 import tempfile
-from pathlib import Path
 
 from inferplane.cli.console import Console, configure_logging
-from inferplane.compiler import render
-from inferplane.compiler.compilation import Compilation
+from inferplane.cli.spec_input import compile_for_running
 
 OK, ERRORS = 0, 1
 READY_TIMEOUT_S = 120.0  # the longest the workers may take to load their models
@@ -77,18 +75,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.grace < 0:
         console.error(f"infc: --grace must be 0 or more seconds, not {args.grace}")
         return ERRORS
-    path = Path(args.spec)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        console.error(f"infc: cannot read {path}: {getattr(error, 'strerror', None) or error}")
-        return ERRORS
-    compilation = Compilation(text, args.spec, path.resolve().parent)
-    found = compilation.diagnostics
-    if found:
-        console.error(render.render_human(found, text, console.err_colour), end="")
-    if compilation.plan is None:
-        console.error(render.summary(args.spec, found))
+    compilation = compile_for_running(args.spec, console)
+    if compilation is None:
         return ERRORS
     try:
         # Imported here: grpc and the gateway are not needed by the other commands.

@@ -19,8 +19,7 @@ import sys
 from pathlib import Path
 
 from inferplane.cli.console import Console, configure_logging
-from inferplane.compiler import render
-from inferplane.compiler.compilation import Compilation
+from inferplane.cli.spec_input import compile_for_running
 
 OK, ERRORS = 0, 1
 
@@ -68,20 +67,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.grace < 0:
         console.error(f"infc: --grace must be 0 or more seconds, not {args.grace}")
         return ERRORS
-    path = Path(args.spec)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        console.error(f"infc: cannot read {path}: {getattr(error, 'strerror', None) or error}")
+    compilation = compile_for_running(args.spec, console)
+    if compilation is None:
         return ERRORS
-    base_dir = path.resolve().parent
-    compilation = Compilation(text, args.spec, base_dir)
-    found = compilation.diagnostics
-    if found:
-        console.error(render.render_human(found, text, console.err_colour), end="")
-    if compilation.plan is None:
-        console.error(render.summary(args.spec, found))
-        return ERRORS
+    base_dir = Path(args.spec).resolve().parent
     try:
         core = WorkerCore(compilation.plan, args.target, base_dir, cpu_fallback=args.cpu_fallback)
     except TargetError as error:
