@@ -124,16 +124,19 @@ def artifact_name(source_sha256: str, precision: str, converter: str) -> str:
     return f"{source_sha256[:16]}-{precision}-{settings_tag(precision)}-{converter}.onnx"
 
 
-def build_artifact(source: Path, precision: str, cache_dir: Path) -> Path:
+def build_artifact(
+    source: Path, precision: str, cache_dir: Path, source_sha256: str | None = None
+) -> Path:
     """The file workers load for `source` at `precision`: built once, then reused.
 
-    fp32 and bf16 return `source`. Raises `MissingDependency` when the
-    converter is not installed and `PrecisionError` when the build fails.
+    fp32 and bf16 return `source`. `source_sha256`, when the caller has it
+    (the compiler does), spares reading and hashing the source again when the
+    artifact is already cached. Raises `MissingDependency` when the converter
+    is not installed and `PrecisionError` when the build fails.
     """
     if precision not in BUILT:
         return Path(source)
-    data = Path(source).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
+    digest = source_sha256 or hashlib.sha256(Path(source).read_bytes()).hexdigest()
     if precision == "int8":
         converter = f"ort{_onnxruntime().__version__}"
     else:
@@ -143,7 +146,7 @@ def build_artifact(source: Path, precision: str, cache_dir: Path) -> Path:
         return path
     import onnx
 
-    model = onnx.load_from_string(data)
+    model = onnx.load_from_string(Path(source).read_bytes())
     path.parent.mkdir(parents=True, exist_ok=True)
     with _temporary(path) as scratch:
         try:

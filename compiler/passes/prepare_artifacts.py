@@ -112,7 +112,9 @@ def _build(unit: Unit, model: ast.Model, out: Diagnostics) -> Path | None:
     kind = model.precision.value
     cache = default_cache_dir(unit.base_dir)
     try:
-        return builds.build_artifact(unit.base_dir / model.source.value, kind, cache)
+        source = unit.base_dir / model.source.value
+        known = unit.model_files[model.key].sha256  # check_models read it already
+        return builds.build_artifact(source, kind, cache, source_sha256=known)
     except builds.MissingDependency as e:
         out.add(
             codes.MODEL_FILE,

@@ -108,6 +108,16 @@ def test_a_worker_coming_back_sets_the_same_series_again():
 
 
 def test_null_metrics_accept_every_call():
+    # Every call the gateway makes on Metrics must exist on the stand-in too.
+    recorded = {
+        name
+        for name in dir(Metrics)
+        if not name.startswith("_")
+        and name not in ("render", "start_http", "stop_http")
+        and callable(getattr(Metrics, name))
+    }
+    assert {"request_done", "batch", "queue_depth", "worker_up", "slo_violation"} <= recorded
+    assert recorded <= {name for name in dir(NullMetrics) if not name.startswith("_")}
     n = NullMetrics()
     n.request_done("m", "1", "OK", 0.1)
     n.batch("m", "t", 1)

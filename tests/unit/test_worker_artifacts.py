@@ -153,7 +153,7 @@ def test_a_file_is_hashed_once_per_content_and_again_when_rewritten(folder, monk
 
 
 def test_a_missing_artifact_is_left_to_the_backend_to_report(folder):
-    check_artifact(folder / "models" / "gone.onnx", "0" * 64)
+    assert check_artifact(folder / "models" / "gone.onnx", "0" * 64) is None
 
 
 def test_an_unreadable_artifact_fails_its_model(folder):
