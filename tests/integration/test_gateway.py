@@ -212,7 +212,10 @@ def test_tritonclient_against_real_workers(laptop, tmp_path, example_models):
     assert count(after, "execution_count") - count(before, "execution_count") == 3
     success = ("inference_stats", "success", "count")
     assert count(after, *success) - count(before, *success) == 3
-    assert int(after["last_inference"]) >= int(before.get("last_inference", 0)) > 0
+    # Before the snapshot version 1 may not have served yet (the `payments` route
+    # picks versions at random), so only the snapshot after must carry a time.
+    assert int(after["last_inference"]) >= int(before.get("last_inference", 0))
+    assert int(after["last_inference"]) > 0
     sizes = {int(b["batch_size"]) for b in after["batch_stats"]}
     assert {1, 5, MAX_BATCH} <= sizes and MAX_BATCH + 1 not in sizes
     every = json.loads(str(out["stats_all"]))["model_stats"]
