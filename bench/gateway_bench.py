@@ -13,7 +13,14 @@ window 2ms`, `slo p99 50ms`. Then, in this one run:
 - the gateway: `infc serve SPEC --listen 127.0.0.1:0 --metrics off` as a
   subprocess, stopped with SIGTERM (then SIGKILL) whatever happens;
 - the RPC ceiling: a do-nothing grpc.aio server (`bench/loadgen.py
-  --null-server`) that answers ModelInfer with a canned response.
+  --null-server`) that answers ModelInfer with a canned response;
+- the peers a user would pick instead, serving the same ONNX files with the
+  same batch limits (max 64, a 2 ms window): Triton through `nvidia-pytriton`
+  with its dynamic batcher, and MLServer with adaptive batching. Each runs
+  from its own pinned virtualenv under `.peers/`, built on first use from
+  `bench/peers/*-requirements.txt` (`bench/peer_servers.py`; their pins clash
+  with ours and with each other); a peer that cannot be installed is named
+  and left out (`--no-peers` leaves both out).
 
 One load generator (`bench/loadgen.py`, one grpc.aio client in this process)
 runs each phase against each model on each server, interleaved (phase by
@@ -25,14 +32,18 @@ window. Server CPU time is read from /proc (utime + stime) of the server
 process and all its descendants (the gateway's workers run in their own
 process groups) at the window's start and end.
 
-It prints Markdown tables: phase × model × system → req/s, inferences/s,
-p50, p99, server CPU ms per inference, client CPU ms per request, how busy
-the two cores were, errors or SLO misses; then the ratios (gateway vs the
-compute ceiling, gateway vs the do-nothing server). It reports and does not
-assert: exit 0 whatever the figures, 1 only when it cannot run. About 2–3
-minutes.
+It prints Markdown tables (`bench/gateway_report.py`): phase × model ×
+system → req/s, inferences/s, p50, p99, server CPU ms per inference, client
+CPU ms per request, how busy the two cores were, errors or SLO misses, and
+the gateway's mean batch size (from its ModelStatistics); then the ratios
+(gateway vs the compute ceiling, the do-nothing server and each peer) and
+the issue's targets, each marked met or missed. Last, perf_analyzer (Triton's
+own load generator) measures the gateway and Triton on the tiny model as a
+cross-check of the load generator. It reports and does not assert: exit 0
+whatever the figures, 1 only when it cannot run. About 5 minutes (the first
+run also builds the peers' virtualenvs, about a minute more).
 
-    .venv/bin/python bench/gateway_bench.py [--seconds 5] [--warmup 1] [--rate 400]
+    .venv/bin/python bench/gateway_bench.py [--seconds 5] [--warmup 1] [--rate 400] [--no-peers]
 """
 
 from __future__ import annotations
@@ -52,13 +63,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import gateway_report
 import loadgen
 import numpy as np
 import onnxruntime as ort
-from models import MLP, MODELS, SLO_P99_MS, BenchModel, write_spec
+import peer_servers
+from models import MLP, MODELS, SLO_P99_MS, TINY, BenchModel, write_spec
 
 from inferplane.backends.profiling import host_facts
 from inferplane.compiler.compilation import Compilation
+from inferplane.protos import grpc_service_pb2 as pb
+from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
 
 HERE = Path(__file__).resolve().parent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -254,6 +269,7 @@ class Result:
     model: BenchModel
     system: str
     run: loadgen.Run
+    mean_batch: float | None = None  # the gateway's rows per batch sent, from its statistics
 
     @property
     def server_cpu_ms_per_inf(self) -> float:
@@ -306,13 +322,29 @@ async def run_phase(address: str, pid: int, phase: Phase, model: BenchModel, arg
         )
 
 
-async def load_phases(gateway: Server, null: Server, args) -> list[Result]:
+async def batch_counts(address: str, model: str) -> tuple[int, int]:
+    """(inferences, executions) the server's ModelStatistics reports for `model`."""
+    async with loadgen.channel(address) as chan:
+        stats = await pb_grpc.GRPCInferenceServiceStub(chan).ModelStatistics(
+            pb.ModelStatisticsRequest(name=model), timeout=10
+        )
+    rows = [(s.inference_count, s.execution_count) for s in stats.model_stats]
+    return sum(r[0] for r in rows), sum(r[1] for r in rows)
+
+
+async def load_phases(systems: list[tuple[str, Server]], args) -> list[Result]:
     results = []
     for phase in phases(args.rate):
         for model in MODELS:
-            for system, server in (("gateway", gateway), ("do-nothing", null)):
+            for system, server in systems:
+                gateway = system == "gateway"
+                before = await batch_counts(server.address, model.name) if gateway else None
                 run = await run_phase(server.address, server.pid, phase, model, args)
                 result = Result(phase, model, system, run)
+                if before is not None:
+                    after = await batch_counts(server.address, model.name)
+                    executions = after[1] - before[1]
+                    result.mean_batch = (after[0] - before[0]) / executions if executions else None
                 results.append(result)
                 print(f"  {phase.name:<32} {model.name:<5} {system:<10} {_summary(result)}")
     return results
@@ -328,89 +360,6 @@ def _summary(result: Result) -> str:
     )
 
 
-# ---------------------------------------------------------------------- report
-
-
-def _n(value: float) -> str:
-    if value >= 10_000:
-        return f"{value / 1000:.1f}k"
-    if value >= 100:
-        return f"{value:.0f}"
-    return f"{value:.3g}"
-
-
-def _ratio(value: float) -> str:
-    return f"{value:.3f}" if value >= 0.01 else f"1/{_n(1 / value)}" if value > 0 else "0"
-
-
-def _ms(value: float) -> str:
-    return "–" if np.isnan(value) else f"{value:.2f}"
-
-
-def report(results: list[Result], sweeps: dict[str, list[list[OrtRow]]]) -> None:
-    best = {}
-    print("\n### Compute ceiling: onnxruntime in process, one thread (two sweeps)\n")
-    print("| model | batch | inf/s (before / after) | p50 per batch µs | CPU µs per inf |")
-    print("|---|---|---|---|---|")
-    for name, (before, after) in sweeps.items():
-        for a, b in zip(before, after, strict=True):
-            print(
-                f"| {name} | {a.batch} | {_n(a.inf_s)} / {_n(b.inf_s)} | "
-                f"{a.p50_us:.0f} / {b.p50_us:.0f} | {a.cpu_us_per_inf:.1f} / "
-                f"{b.cpu_us_per_inf:.1f} |"
-            )
-        top = max([*before, *after], key=lambda row: row.inf_s)
-        best[name] = top
-        print(
-            f"| **{name} ceiling** | **{top.batch}** | **{_n(top.inf_s)}** | | "
-            f"**{top.cpu_us_per_inf:.1f}** |"
-        )
-
-    print("\n### Load phases (one client process; the same window for every row)\n")
-    print(
-        "| phase | model | system | req/s | inf/s | p50 ms | p99 ms | server CPU ms/inf | "
-        "of which workers | client CPU ms/req | cores busy | errors / SLO misses |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
-        run = r.run
-        if run.offered:
-            misses = f"{run.slo_misses}/{run.offered} > {SLO_P99_MS:g} ms"
-            misses += f" ({100 * run.slo_misses / run.offered:.1f}%)"
-        else:
-            misses = ", ".join(f"{k} {v}" for k, v in run.errors.items()) or "0"
-        print(
-            f"| {r.phase.name} | {r.model.name} | {r.system} | {_n(run.req_s)} | "
-            f"{_n(run.inf_s)} | {_ms(run.percentile_ms(50))} | {_ms(run.percentile_ms(99))} | "
-            f"{r.server_cpu_ms_per_inf:.3f} | "
-            f"{r.server_cpu_ms_per_inf - r.front_cpu_ms_per_inf:.3f} | "
-            f"{r.client_cpu_ms_per_req:.3f} | "
-            f"{100 * r.host_busy:.0f}% | {misses} |"
-        )
-
-    print("\n### Ratios\n")
-    print(
-        "| phase | model | gateway inf/s ÷ compute ceiling | gateway req/s ÷ do-nothing req/s | "
-        "gateway CPU/inf ÷ onnxruntime CPU/inf (best batch) | "
-        "gateway CPU/inf ÷ do-nothing CPU/inf |"
-    )
-    print("|---|---|---|---|---|---|")
-    by_key = {(r.phase.name, r.model.name, r.system): r for r in results}
-    for r in results:
-        if r.system != "gateway":
-            continue
-        null = by_key[(r.phase.name, r.model.name, "do-nothing")]
-        ceiling = best[r.model.name]
-        rpc = r.run.req_s / null.run.req_s if null.run.req_s else float("nan")
-        cpu = r.server_cpu_ms_per_inf * 1e3 / ceiling.cpu_us_per_inf
-        null_cpu = null.server_cpu_ms_per_inf
-        vs_null = r.server_cpu_ms_per_inf / null_cpu if null_cpu else float("nan")
-        print(
-            f"| {r.phase.name} | {r.model.name} | {_ratio(r.run.inf_s / ceiling.inf_s)} | "
-            f"{rpc:.2f} | ×{_n(cpu)} | ×{vs_null:.1f} |"
-        )
-
-
 def _facts(spec: Path) -> None:
     host = host_facts()
     packages = ", ".join(f"{k} {v}" for k, v in host.packages.items())
@@ -420,12 +369,60 @@ def _facts(spec: Path) -> None:
     print(f"spec: {spec} (one cpu target, threads 1, 1 replica; batch max 64 window 2ms)")
 
 
+PEERS = ("triton", "mlserver")
+
+
+def start_peers(paths: dict[str, Path], folder: Path, wanted: bool) -> list[tuple[str, object]]:
+    """The peers that install and start here; each one left out is named."""
+    if not wanted:
+        print("peers: left out (--no-peers)")
+        return []
+    reasons = peer_servers.ensure_envs(log=lambda line: print(f"peers: {line}"))
+    started = []
+    for name in PEERS:
+        if reasons.get(name):
+            print(f"peers: {name} left out: {reasons[name]}")
+            continue
+        try:
+            peer = peer_servers.start_peer(name, paths, folder)
+        except peer_servers.PeerError as error:
+            print(f"peers: {name} left out: it did not start: {error}")
+            continue
+        print(f"peers: {peer.line} (pid {peer.pid})")
+        started.append((name, peer))
+    return started
+
+
+def cross_check(systems: list[tuple[str, object]], seconds: float) -> list[tuple[str, str, dict]]:
+    """perf_analyzer on the tiny model, batch 1, c=1 and c=32, against the
+    gateway and Triton (MLServer has no ModelConfig, which perf_analyzer needs)."""
+    binary = peer_servers.ensure_perf_analyzer(log=lambda line: print(f"perf_analyzer: {line}"))
+    if isinstance(binary, str):
+        print(f"perf_analyzer: left out: {binary}")
+        return []
+    rows = []
+    for system, server in systems:
+        if system not in ("gateway", "triton"):
+            continue
+        for concurrency in (1, 32):
+            try:
+                result = peer_servers.run_perf_analyzer(
+                    binary, server.address, TINY.name, concurrency, 1, seconds, width=TINY.inputs
+                )
+            except peer_servers.PeerError as error:
+                print(f"perf_analyzer: {system} c={concurrency}: {error}")
+                continue
+            rows.append((system, f"c={concurrency}", result))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured window per phase")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up before each window")
     parser.add_argument("--rate", type=float, default=400.0, help="open-loop arrivals per second")
     parser.add_argument("--ort-seconds", type=float, default=0.3, help="per onnxruntime batch")
+    parser.add_argument("--no-peers", action="store_true", help="leave Triton and MLServer out")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         folder = Path(tmp)
@@ -441,19 +438,22 @@ def main(argv: list[str] | None = None) -> int:
         sweeps: dict[str, list[list[OrtRow]]] = {m.name: [] for m in MODELS}
         for model in MODELS:
             sweeps[model.name].append(ort_sweep(paths[model.name], model, args.ort_seconds))
-        servers: list[Server] = []
+        systems: list[tuple[str, object]] = []
         try:
-            servers.append(start_gateway(spec, folder))
-            servers.append(start_null(folder))
-            gateway, null = servers
+            gateway = start_gateway(spec, folder)
+            systems.append(("gateway", gateway))
+            null = start_null(folder)
+            systems.append(("do-nothing", null))
             print(f"{gateway.line} (pid {gateway.pid}); do-nothing server {null.line}")
-            results = asyncio.run(load_phases(gateway, null, args))
+            systems += start_peers(paths, folder, not args.no_peers)
+            results = asyncio.run(load_phases(systems, args))
+            checks = cross_check(systems, max(3.0, args.seconds)) if not args.no_peers else []
         finally:
-            for server in reversed(servers):
+            for _, server in reversed(systems):
                 server.stop()
         for model in MODELS:
             sweeps[model.name].append(ort_sweep(paths[model.name], model, args.ort_seconds))
-        report(results, sweeps)
+        gateway_report.report(results, sweeps, checks)
     return 0
 
 
