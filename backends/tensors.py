@@ -32,6 +32,12 @@ DATATYPES: dict[str, np.dtype] = {
     "BYTES": np.dtype(object),
 }
 
+# dtype -> KServe name, both byte orders (looked up per tensor on the hot path).
+_NAMES: dict[np.dtype, str] = {}
+for _name, _dtype in DATATYPES.items():
+    if _name != "BYTES":
+        _NAMES[_dtype] = _NAMES[_dtype.newbyteorder(">")] = _name
+
 
 class TensorError(ValueError):
     """A tensor whose bytes, shape or datatype do not agree; the message says how."""
@@ -108,7 +114,7 @@ def datatype_of(dtype: np.dtype) -> str:
     """The KServe datatype name of a NumPy dtype."""
     if dtype.kind in ("O", "U", "S"):
         return "BYTES"
-    for name, candidate in DATATYPES.items():
-        if name != "BYTES" and candidate == dtype.newbyteorder("<"):
-            return name
+    name = _NAMES.get(dtype)
+    if name is not None:
+        return name
     raise TensorError(f"no KServe datatype for NumPy dtype {dtype}")

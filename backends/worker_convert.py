@@ -1,7 +1,8 @@
 """Protobuf ↔ domain for the worker service: the only module that knows both.
 
 Tensors travel raw (KServe v2 layout, see `tensors.py`); a request's tensors
-become NumPy arrays by name, and a batch's arrays become response tensors.
+become NumPy arrays by name, and a batch's arrays become response tensors
+(or, on a stream, a failed batch becomes an in-band error answer).
 Health and statistics are the core's frozen records copied field by field.
 """
 
@@ -41,6 +42,11 @@ def infer_response(result: InferResult) -> pb.InferResponse:
     return pb.InferResponse(
         outputs=outputs, compute_ns=result.compute_ns, batch_size=result.batch_size
     )
+
+
+def error_response(code: int, message: str) -> pb.InferResponse:
+    """A stream's in-band answer for a failed batch: the numeric gRPC status and why."""
+    return pb.InferResponse(error_code=code, error_message=message)
 
 
 def health_to_proto(health: Health) -> pb.HealthResponse:

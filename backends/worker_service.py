@@ -1,30 +1,35 @@
-"""The worker's gRPC edge: a thin servicer over `WorkerCore`, and `serve`.
+"""The worker's gRPC edge: a thin grpc.aio servicer over `WorkerCore`, and `serve`.
 
 Each RPC converts (`worker_convert.py`), calls the core and converts back;
 errors become statuses through `STATUS`, the one table from the domain's
-errors to gRPC codes, applied by `_edge`. Anything not in the table is a bug:
-it is logged with its traceback and answered INTERNAL, and the worker serves on.
+errors to gRPC codes, applied by `failure`: unary calls end with the status,
+`InferStream` answers it in-band (`worker_stream.py`). Anything not in the
+table is a bug: it is logged with its traceback and answered INTERNAL, and the
+worker serves on.
 
 `serve` runs a worker until SIGTERM or SIGINT:
 
     listen ─▶ load and warm up (Health answers, models LOADING) ─▶ print the ready line
-      ─▶ serve ─▶ signal: drain (new batches UNAVAILABLE, running ones finish,
-         at most `grace_s`) ─▶ stop the server ─▶ return
+      ─▶ serve ─▶ signal: drain (new batches UNAVAILABLE, running ones finish, idle
+         streams end, at most `grace_s`) ─▶ stop the server ─▶ return
 
-The server's thread pool runs batches of different models at once:
-onnxruntime and XLA release the GIL while they compute.
+The event loop only moves messages; each batch (decode, compute, encode)
+runs in a pool of `threads` threads, so batches of different models run at
+once: onnxruntime and XLA release the GIL while they compute.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import grpc
@@ -41,6 +46,7 @@ from inferplane.backends.worker import (
     ModelState,
     WorkerCore,
 )
+from inferplane.backends.worker_stream import Streams
 from inferplane.protos import worker_pb2 as pb
 from inferplane.protos import worker_pb2_grpc as pb_grpc
 
@@ -49,6 +55,7 @@ log = logging.getLogger("inferplane.worker")
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024  # a full batch of large tensors must pass
 DEFAULT_GRACE_S = 30.0
 DEFAULT_THREADS = 16
+STOP_POLL_S = 0.1  # how often `serve` looks at its `stop` event
 
 # The one table from domain errors to gRPC codes (subclasses inherit their
 # parent's row). INVALID_ARGUMENT: fix the request, do not retry.
@@ -70,62 +77,106 @@ def status_of(error: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _edge(method: Callable[..., Any]) -> Callable[..., Any]:
+def failure(rpc: str, request: Any, error: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status and message `error` gets, logged: bugs with their traceback."""
+    code = status_of(error)
+    fields = {
+        "rpc": rpc,
+        "model": getattr(request, "model", None),
+        "id": getattr(request, "id", None),
+        "code": code.name,
+    }
+    if code is grpc.StatusCode.INTERNAL:
+        log.error(kv("rpc_failed", **fields), exc_info=error)
+        return code, f"internal error in the worker: {type(error).__name__}: {error}"
+    # Refusals to retry elsewhere are routine while loading or draining.
+    level = logging.INFO if code is grpc.StatusCode.UNAVAILABLE else logging.WARNING
+    log.log(level, kv("rpc_refused", **fields, reason=str(error)))
+    return code, str(error)
+
+
+def _edge(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     """Turn whatever the core raises into a status; never let an RPC crash."""
 
     @functools.wraps(method)
-    def wrapper(self: WorkerService, request: Any, context: grpc.ServicerContext) -> Any:
+    async def wrapper(self: WorkerService, request: Any, context: grpc.aio.ServicerContext):
         try:
-            return method(self, request, context)
+            return await method(self, request, context)
         except Exception as error:
-            code = status_of(error)
-            fields = {
-                "rpc": method.__name__,
-                "model": getattr(request, "model", None),
-                "id": getattr(request, "id", None),
-                "code": code.name,
-            }
-            if code is grpc.StatusCode.INTERNAL:
-                log.exception(kv("rpc_failed", **fields))
-                message = f"internal error in the worker: {type(error).__name__}: {error}"
-            else:
-                # Refusals to retry elsewhere are routine while loading or draining.
-                level = logging.INFO if code is grpc.StatusCode.UNAVAILABLE else logging.WARNING
-                log.log(level, kv("rpc_refused", **fields, reason=str(error)))
-                message = str(error)
-        context.abort(code, message)
+            code, message = failure(method.__name__, request, error)
+        await context.abort(code, message)
 
     return wrapper
 
 
+def run_batch(core: WorkerCore, request: pb.InferRequest) -> pb.InferResponse:
+    """One batch, request to answer; runs in the pool, so large tensors never stall the loop."""
+    arrays = convert.inputs_from_proto(request.inputs)
+    result = core.infer(request.model, request.version, arrays, list(request.outputs))
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            kv(
+                "infer",
+                model=request.model,
+                version=request.version,
+                id=request.id,
+                seq=request.seq,
+                batch=result.batch_size,
+                compute_ns=result.compute_ns,
+            )
+        )
+    return convert.infer_response(result)
+
+
 class WorkerService(pb_grpc.WorkerServicer):
-    def __init__(self, core: WorkerCore) -> None:
+    def __init__(self, core: WorkerCore, threads: int = DEFAULT_THREADS) -> None:
         self.core = core
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="worker-batch")
+        drain_message = (
+            f"worker for target `{core.target.name}` is draining: the stream ends; "
+            "send unanswered batches to another replica"
+        )
+        self.streams = Streams(self.pool, self._answer, drain_message)
+
+    def begin_drain(self) -> None:
+        """New batches are refused, idle streams end; call on the event loop."""
+        self.core.begin_drain()
+        self.streams.drain()
+
+    def close(self) -> None:
+        """Let go of the pool; a batch past the grace period keeps its thread."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     @_edge
-    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext):
+    async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext):
         return convert.health_to_proto(self.core.health())
 
     @_edge
-    def Infer(self, request: pb.InferRequest, context: grpc.ServicerContext):
-        arrays = convert.inputs_from_proto(request.inputs)
-        result = self.core.infer(request.model, request.version, arrays, list(request.outputs))
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                kv(
-                    "infer",
-                    model=request.model,
-                    version=request.version,
-                    id=request.id,
-                    batch=result.batch_size,
-                    compute_ns=result.compute_ns,
-                )
-            )
-        return convert.infer_response(result)
+    async def Infer(self, request: pb.InferRequest, context: grpc.aio.ServicerContext):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, run_batch, self.core, request)
+
+    async def InferStream(
+        self, requests: AsyncIterator[pb.InferRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.InferResponse]:
+        # An async generator itself: that is how grpc.aio knows a streaming handler.
+        async with contextlib.aclosing(self.streams.serve(requests, context)) as answers:
+            async for answer in answers:
+                yield answer
 
     @_edge
-    def Statistics(self, request: pb.StatisticsRequest, context: grpc.ServicerContext):
+    async def Statistics(self, request: pb.StatisticsRequest, context: grpc.aio.ServicerContext):
         return convert.statistics_to_proto(self.core.statistics())
+
+    def _answer(self, request: pb.InferRequest) -> pb.InferResponse:
+        """A stream's answer to one request, failures in-band; runs in the pool."""
+        try:
+            response = run_batch(self.core, request)
+        except Exception as error:
+            code, message = failure("InferStream", request, error)
+            response = convert.error_response(code.value[0], message)
+        response.seq = request.seq
+        return response
 
 
 def check_listen(listen: str) -> str:
@@ -142,17 +193,41 @@ def check_listen(listen: str) -> str:
     )
 
 
-def start_server(
+@dataclass
+class WorkerServer:
+    """A started server, its servicer and the address it is bound to."""
+
+    server: grpc.aio.Server
+    service: WorkerService
+    address: str
+
+    async def drain(self, grace_s: float) -> bool:
+        """Refuse new batches, let running ones finish, stop; False when grace ran out."""
+        core, name = self.service.core, self.service.core.target.name
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        self.service.begin_drain()
+        log.info(kv("draining", target=name, in_flight=core.in_flight, grace_s=grace_s))
+        idle = await asyncio.to_thread(core.wait_idle, grace_s)
+        if not idle:
+            log.warning(kv("drain_timeout", target=name, in_flight=core.in_flight, grace_s=grace_s))
+        # Streams end by themselves once their answers are out; stop waits for those.
+        await self.server.stop(max(0.0, deadline - loop.time()))
+        self.service.close()
+        log.info(kv("stopped", target=name))
+        return idle
+
+
+async def start_server(
     core: WorkerCore,
     listen: str,
     *,
     threads: int = DEFAULT_THREADS,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
-) -> tuple[grpc.Server, str]:
-    """A started server for `core` on `listen`, and the address it is bound to."""
+) -> WorkerServer:
+    """A started server for `core` on `listen`; call on the loop that will serve it."""
     address = check_listen(listen)
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=threads, thread_name_prefix="worker-rpc"),
+    server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -160,7 +235,8 @@ def start_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_WorkerServicer_to_server(WorkerService(core), server)
+    service = WorkerService(core, threads)
+    pb_grpc.add_WorkerServicer_to_server(service, server)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as error:
@@ -169,8 +245,8 @@ def start_server(
         if port == 0:
             raise OSError(f"cannot listen on {listen}: the address is in use or not local")
         address = f"{address.rpartition(':')[0]}:{port}"
-    server.start()
-    return server, address
+    await server.start()
+    return WorkerServer(server, service, address)
 
 
 def ready_line(core: WorkerCore, address: str) -> str:
@@ -206,22 +282,6 @@ def _install_signals(stop: threading.Event) -> Callable[[], None]:
     return restore
 
 
-def drain(core: WorkerCore, server: grpc.Server, grace_s: float) -> bool:
-    """Refuse new batches, let running ones finish, stop; False when grace ran out."""
-    deadline = time.monotonic() + grace_s
-    core.begin_drain()
-    log.info(kv("draining", target=core.target.name, in_flight=core.in_flight, grace_s=grace_s))
-    idle = core.wait_idle(grace_s)
-    if not idle:
-        log.warning(
-            kv("drain_timeout", target=core.target.name, in_flight=core.in_flight, grace_s=grace_s)
-        )
-    remaining = max(0.0, deadline - time.monotonic())
-    server.stop(remaining).wait(remaining + 5.0)
-    log.info(kv("stopped", target=core.target.name))
-    return idle
-
-
 def serve(
     core: WorkerCore,
     listen: str,
@@ -239,25 +299,31 @@ def serve(
     on this host. `handle_signals` needs the main thread.
     """
     stop = stop if stop is not None else threading.Event()
-    restore = _install_signals(stop) if handle_signals else (lambda: None)
-    try:
-        server, address = start_server(
+    out = out if out is not None else sys.stdout
+
+    async def run() -> bool:
+        running = await start_server(
             core, listen, threads=threads, max_message_bytes=max_message_bytes
         )
-        log.info(kv("listening", target=core.target.name, address=address))
+        log.info(kv("listening", target=core.target.name, address=running.address))
         try:
-            core.load_all(cancelled=stop.is_set)
+            # In a thread, so that the loop answers Health (LOADING) meanwhile.
+            await asyncio.to_thread(core.load_all, cancelled=stop.is_set)
         except HardwareMissing:
-            server.stop(None)
+            await running.server.stop(None)
+            running.service.close()
             raise
         if not stop.is_set():
-            line = ready_line(core, address)
-            stream = out if out is not None else sys.stdout
-            stream.write(line + "\n")
-            stream.flush()
-            log.info(kv("ready", target=core.target.name, address=address))
-            while not stop.wait(0.5):
-                pass
-        return drain(core, server, grace_s)
+            out.write(ready_line(core, running.address) + "\n")
+            out.flush()
+            log.info(kv("ready", target=core.target.name, address=running.address))
+            # Polled: `stop` is a thread's event, set by a signal handler or a caller.
+            while not stop.is_set():
+                await asyncio.sleep(STOP_POLL_S)
+        return await running.drain(grace_s)
+
+    restore = _install_signals(stop) if handle_signals else (lambda: None)
+    try:
+        return asyncio.run(run())
     finally:
         restore()

@@ -161,6 +161,8 @@ class Gateway(LaneDriver):
         self._redactors: dict[ModelKey, dict[str, redaction.Redactor]] = {}
         self._lanes: dict[ModelKey, dict[str, Lane]] = {}
         self._by_target: dict[str, list[Lane]] = {t.name: [] for t in plan.targets}
+        self._lanes_named: dict[str, list[Lane]] = {}  # every version's, by model name
+        self._depths: dict[str, int] = {}  # model name -> queue depth last published
         for m in plan.models:
             key = ModelKey(m.name, m.version)
             self._models[key] = m
@@ -170,6 +172,7 @@ class Gateway(LaneDriver):
                 lane = new_lane(key, m, s, self.fleet.pool(s.target), self._rng)
                 self._lanes[key][s.target] = lane
                 self._by_target[s.target].append(lane)
+                self._lanes_named.setdefault(m.name, []).append(lane)
         self._clients: dict[str, WorkerClient] = {}
         self._finish_at: dict[str, list[float]] = {}  # replica id -> predicted ends of its batches
         self._counts: dict[tuple[str, int], Counts] = {}
@@ -180,6 +183,7 @@ class Gateway(LaneDriver):
         self._listeners: list[Callable[[bool], None]] = []
         self._was_ready: bool | None = None
         self._up_labels: dict[str, set[str]] = {}  # target -> replica labels ever published
+        self._published: dict[str, tuple] = {}  # target -> (endpoint, live) last published
         for pool in self.fleet.pools.values():
             self._publish_workers(pool)
 
@@ -192,8 +196,7 @@ class Gateway(LaneDriver):
         self._started = True
         for lanes in self._lanes.values():
             for lane in lanes.values():
-                lane.wake = asyncio.Event()
-                lane.task = asyncio.create_task(self._drive(lane), name=f"lane {lane.key}")
+                self._start_lane(lane)
         for pool in self.fleet.pools.values():
             self._tasks.append(asyncio.create_task(self._probe(pool), name=f"probe {pool.name}"))
         self._notify_ready()
@@ -281,11 +284,10 @@ class Gateway(LaneDriver):
         lanes = [lane for ls in self._lanes.values() for lane in ls.values()]
         for lane in lanes:
             lane.stopping = True
-            if lane.wake is not None:
-                lane.wake.set()
+            self._kick(lane)
         end = self._clock() + grace_s
         while True:
-            pending = {lane.task for lane in lanes if lane.task and not lane.task.done()}
+            pending = {lane.done for lane in lanes if lane.done and not lane.done.done()}
             pending |= {t for lane in lanes for t in lane.inflight}
             left = end - self._clock()
             if not pending or left <= 0:
@@ -297,8 +299,9 @@ class Gateway(LaneDriver):
                 self._fail(p.item, late)
             lane.queue.clear()
             self._queue_changed(lane)
-        tasks = [lane.task for lane in lanes if lane.task] + self._tasks
-        tasks += [t for lane in lanes for t in lane.inflight]
+        for lane in lanes:
+            self._stop_lane(lane)
+        tasks = self._tasks + [t for lane in lanes for t in lane.inflight]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -377,7 +380,7 @@ class Gateway(LaneDriver):
         lane.queue.append(Pending(now, rows, job.deadline, job))
         lane.policy.arrivals.record(now, rows)
         self._queue_changed(lane)
-        lane.wake.set()
+        self._kick(lane)
         try:
             outputs = await job.future
         except GatewayError:
@@ -479,22 +482,23 @@ class Gateway(LaneDriver):
 
     def _wake(self, target: str) -> None:
         for lane in self._by_target.get(target, ()):
-            if lane.wake is not None:
-                lane.wake.set()
+            self._kick(lane)
 
     def _queue_changed(self, lane: Lane) -> None:
         name = lane.key.name
-        depth = sum(
-            len(other.queue)
-            for key, lanes in self._lanes.items()
-            if key.name == name
-            for other in lanes.values()
-        )
-        self.metrics.queue_depth(name, depth)
+        depth = sum(len(other.queue) for other in self._lanes_named[name])
+        if self._depths.get(name) != depth:
+            self._depths[name] = depth
+            self.metrics.queue_depth(name, depth)
 
-    def _publish_workers(self, pool: TargetPool) -> None:
+    def _publish_workers(self, pool: TargetPool) -> bool:
         """worker_up of each replica of `pool`; 0 for those it no longer has (a
-        restarting local worker comes back under the same label)."""
+        restarting local worker comes back under the same label). Returns
+        whether anything changed since the last call (every batch's end calls it)."""
+        state = tuple((r.endpoint, r.live) for r in pool.replicas)
+        if self._published.get(pool.name) == state:
+            return False
+        self._published[pool.name] = state
         seen = self._up_labels.setdefault(pool.name, set())
         current = {replica_label(r.endpoint): r.live for r in pool.replicas}
         for name, up in current.items():
@@ -502,6 +506,7 @@ class Gateway(LaneDriver):
         for gone in seen - current.keys():
             self.metrics.worker_up(pool.name, gone, False)
         seen.update(current)
+        return True
 
     def _notify_ready(self) -> None:
         ready = self.ready

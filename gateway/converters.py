@@ -119,11 +119,11 @@ def _dtype(datatype: str) -> np.dtype:
 
 
 def _datatype_of(where: str, array: np.ndarray) -> str:
-    if array.dtype.name == "bfloat16":
-        return "BF16"
     try:
         return tensors.datatype_of(array.dtype)
     except tensors.TensorError as error:
+        if array.dtype.name == "bfloat16":
+            return "BF16"
         raise InvalidArgument(f"{where}: {error}") from None
 
 

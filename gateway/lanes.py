@@ -19,7 +19,6 @@ notifications it calls (declared below).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -80,8 +79,12 @@ class Lane:
     picker: ShardPicker  # over this one shard: power of two choices in its pool
     policy: BatchPolicy
     queue: list[Pending] = field(default_factory=list)
-    wake: asyncio.Event | None = None
-    task: asyncio.Task | None = None
+    # The next step, when one is due: soon (`soon` True) or at a time (a timer).
+    scheduled: asyncio.Handle | None = None
+    soon: bool = False
+    # Resolved once a stopping lane has nothing queued (the drain waits on it);
+    # None until the gateway starts the lane.
+    done: asyncio.Future | None = None
     inflight: set[asyncio.Task] = field(default_factory=set)
     stopping: bool = False
 
@@ -128,7 +131,7 @@ class LaneDriver:
     def _queue_changed(self, lane: Lane) -> None:
         raise NotImplementedError
 
-    def _publish_workers(self, pool: TargetPool) -> None:
+    def _publish_workers(self, pool: TargetPool) -> bool:
         raise NotImplementedError
 
     def _wake(self, target: str) -> None:
@@ -137,23 +140,47 @@ class LaneDriver:
     def _notify_ready(self) -> None:
         raise NotImplementedError
 
-    async def _drive(self, lane: Lane) -> None:
-        while True:
-            lane.wake.clear()
-            try:
-                wake_at = self._step(lane)
-            except Exception:  # a bug: answer what is queued rather than hang it
-                log.exception(kv("lane_failed", model=lane.key))
-                for p in lane.queue:
-                    self._fail(p.item, Internal("the gateway failed to schedule the request"))
-                lane.queue.clear()
-                self._queue_changed(lane)
-                wake_at = None
-            if lane.stopping and not lane.queue:
-                return
-            timeout = None if wake_at is None else max(0.0, wake_at - self._clock())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lane.wake.wait(), timeout)
+    # A lane's steps are loop callbacks, not a task waiting on an event: an
+    # arrival costs one `call_soon` at most, and the arrivals the loop reads in
+    # one pass are decided together in one step after them.
+
+    def _start_lane(self, lane: Lane) -> None:
+        lane.done = asyncio.get_running_loop().create_future()
+        self._kick(lane)
+
+    def _kick(self, lane: Lane) -> None:
+        """Step `lane` soon (once, however often it is kicked before then)."""
+        if lane.done is None or lane.done.done() or (lane.scheduled and lane.soon):
+            return
+        if lane.scheduled is not None:
+            lane.scheduled.cancel()
+        lane.scheduled = asyncio.get_running_loop().call_soon(self._step_now, lane)
+        lane.soon = True
+
+    def _stop_lane(self, lane: Lane) -> None:
+        if lane.scheduled is not None:
+            lane.scheduled.cancel()
+            lane.scheduled = None
+        if lane.done is not None and not lane.done.done():
+            lane.done.set_result(None)
+
+    def _step_now(self, lane: Lane) -> None:
+        lane.scheduled = None
+        try:
+            wake_at = self._step(lane)
+        except Exception:  # a bug: answer what is queued rather than hang it
+            log.exception(kv("lane_failed", model=lane.key))
+            for p in lane.queue:
+                self._fail(p.item, Internal("the gateway failed to schedule the request"))
+            lane.queue.clear()
+            self._queue_changed(lane)
+            wake_at = None
+        if lane.stopping and not lane.queue:
+            self._stop_lane(lane)
+        elif wake_at is not None:
+            delay = max(0.0, wake_at - self._clock())
+            lane.scheduled = asyncio.get_running_loop().call_later(delay, self._step_now, lane)
+            lane.soon = False
 
     def _step(self, lane: Lane) -> float | None:
         """Act on the policy's decisions until one says wait; returns when to wake."""
@@ -205,9 +232,9 @@ class LaneDriver:
         ends = self._finish_at.get(replica.id)
         if ends:
             ends.remove(min(ends))
-        self._publish_workers(lane.pool)  # enough failures in a row eject it
+        if self._publish_workers(lane.pool):  # enough failures in a row eject it
+            self._notify_ready()
         self._wake(lane.pool.name)
-        self._notify_ready()
 
     async def _run_batch(
         self, lane: Lane, jobs: list[Job], replica: Replica, predicted: float

@@ -44,6 +44,11 @@ class WorkerStub:
                 request_serializer=inferplane_dot_protos_dot_worker__pb2.InferRequest.SerializeToString,
                 response_deserializer=inferplane_dot_protos_dot_worker__pb2.InferResponse.FromString,
                 _registered_method=True)
+        self.InferStream = channel.stream_stream(
+                '/inferplane.worker.v1.Worker/InferStream',
+                request_serializer=inferplane_dot_protos_dot_worker__pb2.InferRequest.SerializeToString,
+                response_deserializer=inferplane_dot_protos_dot_worker__pb2.InferResponse.FromString,
+                _registered_method=True)
         self.Statistics = channel.unary_unary(
                 '/inferplane.worker.v1.Worker/Statistics',
                 request_serializer=inferplane_dot_protos_dot_worker__pb2.StatisticsRequest.SerializeToString,
@@ -68,6 +73,17 @@ class WorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InferStream(self, request_iterator, context):
+        """Batches over one long-lived stream (the gateway's path: a message on an
+        open stream costs far less than a call). Each request's `seq` comes back
+        on its answer; answers come in the order batches finish, not the order
+        sent. A batch that fails is answered in-band (`error_code`, a
+        google.rpc.Code, and `error_message`) and the stream stays open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Statistics(self, request, context):
         """Counts and compute time per model and batch size since the worker started.
         """
@@ -85,6 +101,11 @@ def add_WorkerServicer_to_server(servicer, server):
             ),
             'Infer': grpc.unary_unary_rpc_method_handler(
                     servicer.Infer,
+                    request_deserializer=inferplane_dot_protos_dot_worker__pb2.InferRequest.FromString,
+                    response_serializer=inferplane_dot_protos_dot_worker__pb2.InferResponse.SerializeToString,
+            ),
+            'InferStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.InferStream,
                     request_deserializer=inferplane_dot_protos_dot_worker__pb2.InferRequest.FromString,
                     response_serializer=inferplane_dot_protos_dot_worker__pb2.InferResponse.SerializeToString,
             ),
@@ -146,6 +167,33 @@ class Worker:
             request,
             target,
             '/inferplane.worker.v1.Worker/Infer',
+            inferplane_dot_protos_dot_worker__pb2.InferRequest.SerializeToString,
+            inferplane_dot_protos_dot_worker__pb2.InferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InferStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/inferplane.worker.v1.Worker/InferStream',
             inferplane_dot_protos_dot_worker__pb2.InferRequest.SerializeToString,
             inferplane_dot_protos_dot_worker__pb2.InferResponse.FromString,
             options,

@@ -1,5 +1,9 @@
 """The worker's core and its gRPC servicer, with fake backends: no sockets, no processes.
 
+The servicer's coroutines (and `InferStream`'s async generator) are driven
+directly on an event loop here, with a fake context; tests/integration runs
+them behind a real grpc.aio server.
+
 The plan here is built with `model_construct`, holding only what the worker
 reads (names, signature, shards, artifact hash, precision, target), so these
 tests do not depend on the compiler or on model files.
@@ -7,6 +11,8 @@ tests do not depend on the compiler or on model files.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -512,14 +518,14 @@ class Aborted(Exception):
 
 
 class FakeContext:
-    def abort(self, code, details):
+    async def abort(self, code, details):
         self.code, self.details = code, details
         raise Aborted(details)
 
 
-def _request(model="echo", version=1, inputs=(), outputs=()):
+def _request(model="echo", version=1, inputs=(), outputs=(), seq=0):
     return pb.InferRequest(
-        model=model, version=version, inputs=list(inputs), outputs=list(outputs), id="r1"
+        model=model, version=version, inputs=list(inputs), outputs=list(outputs), id="r1", seq=seq
     )
 
 
@@ -529,16 +535,38 @@ def _pb_tensor(name: str, array: np.ndarray, **override) -> pb.Tensor:
     return pb.Tensor(**fields)
 
 
+def _row(model="echo", version=1, seq=0) -> pb.InferRequest:
+    return _request(model, version, [_pb_tensor("x", np.zeros((1, 3), np.float32))], seq=seq)
+
+
 def _call(service, method, request):
     context = FakeContext()
+
+    async def call():
+        return await getattr(service, method)(request, context)
+
     try:
-        return getattr(service, method)(request, context), None
+        return asyncio.run(call()), None
     except Aborted:
         return None, context
 
 
-def test_the_servicer_runs_a_batch_in_the_raw_layout():
-    service = WorkerService(core_with())
+@pytest.fixture
+def service_of():
+    """`service_of(core)`: a servicer whose batch pool is shut down after the test."""
+    made: list[WorkerService] = []
+
+    def make(core: WorkerCore) -> WorkerService:
+        made.append(WorkerService(core, threads=4))
+        return made[-1]
+
+    yield make
+    for service in made:
+        service.close()
+
+
+def test_the_servicer_runs_a_batch_in_the_raw_layout(service_of):
+    service = service_of(core_with())
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     response, _ = _call(service, "Infer", _request(inputs=[_pb_tensor("x", x)]))
     (out,) = response.outputs
@@ -554,53 +582,56 @@ def test_the_servicer_runs_a_batch_in_the_raw_layout():
     assert tensors.from_raw("length", "INT64", [2], response.outputs[0].raw).tolist() == [2, 3]
 
 
-@pytest.mark.parametrize(
-    ("request_", "code", "message"),
-    [
-        (
-            _request(inputs=[_pb_tensor("x", np.zeros((1, 3), np.float32), raw=b"\0" * 5)]),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            r"tensor `x`: FP32\[1, 3\] needs 12 bytes, got 5",
-        ),
-        (
-            _request(inputs=[_pb_tensor("x", np.zeros((1, 3), np.int32))]),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            r"model echo@1: input `x`: expected FP32\[-1, 3\], got INT32\[1, 3\]",
-        ),
-        (
-            _request(inputs=[_pb_tensor("x", np.zeros((1, 3), np.float32), datatype="FP99")]),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "unknown datatype 'FP99'",
-        ),
-        (
-            _request(inputs=[_pb_tensor("x", np.zeros((1, 3), np.float32))] * 2),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "tensor `x` appears twice",
-        ),
-        (_request("nope"), grpc.StatusCode.NOT_FOUND, "serves no model `nope`"),
-        (
-            _request("echo", 2, [_pb_tensor("x", np.zeros((1, 3), np.float32))]),
-            grpc.StatusCode.UNAVAILABLE,
-            "failed to load",
-        ),
-        (
-            _request("text", 1, [_pb_tensor("text", np.array([b"a"], dtype=object))]),
-            grpc.StatusCode.INTERNAL,
-            "internal error in the worker: ZeroDivisionError",
-        ),
-    ],
-)
-def test_errors_map_to_statuses_through_one_table(request_, code, message, caplog):
-    service = WorkerService(core_with({("echo", 2): FailsToLoad, ("text", 1): Broken}))
+# A request, the status it gets and its message: the same on Infer and InferStream.
+ERROR_CASES = [
+    (
+        _request(inputs=[_pb_tensor("x", np.zeros((1, 3), np.float32), raw=b"\0" * 5)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        r"tensor `x`: FP32\[1, 3\] needs 12 bytes, got 5",
+    ),
+    (
+        _request(inputs=[_pb_tensor("x", np.zeros((1, 3), np.int32))]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        r"model echo@1: input `x`: expected FP32\[-1, 3\], got INT32\[1, 3\]",
+    ),
+    (
+        _request(inputs=[_pb_tensor("x", np.zeros((1, 3), np.float32), datatype="FP99")]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unknown datatype 'FP99'",
+    ),
+    (
+        _request(inputs=[_pb_tensor("x", np.zeros((1, 3), np.float32))] * 2),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "tensor `x` appears twice",
+    ),
+    (_request("nope"), grpc.StatusCode.NOT_FOUND, "serves no model `nope`"),
+    (
+        _request("echo", 2, [_pb_tensor("x", np.zeros((1, 3), np.float32))]),
+        grpc.StatusCode.UNAVAILABLE,
+        "failed to load",
+    ),
+    (
+        _request("text", 1, [_pb_tensor("text", np.array([b"a"], dtype=object))]),
+        grpc.StatusCode.INTERNAL,
+        "internal error in the worker: ZeroDivisionError",
+    ),
+]
+ERROR_KINDS = {
+    ("echo", 2): FailsToLoad,  # UNAVAILABLE
+    ("text", 1): Broken,  # INTERNAL
+}
+
+
+@pytest.mark.parametrize(("request_", "code", "message"), ERROR_CASES)
+def test_errors_map_to_statuses_through_one_table(request_, code, message, caplog, service_of):
+    service = service_of(core_with(ERROR_KINDS))
     response, context = _call(service, "Infer", request_)
     assert response is None
     assert context.code == code
     assert re.search(message, context.details), context.details
     if code is grpc.StatusCode.INTERNAL:
         assert "Traceback" in caplog.text
-    ok, _ = _call(
-        service, "Infer", _request(inputs=[_pb_tensor("x", np.zeros((1, 3), np.float32))])
-    )
+    ok, _ = _call(service, "Infer", _row())
     assert ok.batch_size == 1  # the worker serves on
 
 
@@ -611,9 +642,9 @@ def test_draining_is_unavailable_and_unknown_errors_are_internal():
     assert STATUS[BadBatch] is STATUS[tensors.TensorError] is grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_health_and_statistics_convert_every_field():
+def test_health_and_statistics_convert_every_field(service_of):
     core = core_with({("echo", 2): FailsToLoad})
-    service = WorkerService(core)
+    service = service_of(core)
     _call(service, "Infer", _request(inputs=[_pb_tensor("x", np.zeros((2, 3), np.float32))]))
     health, _ = _call(service, "Health", pb.HealthRequest())
     assert (health.target, health.hardware, health.device, health.location_site) == (
@@ -632,6 +663,169 @@ def test_health_and_statistics_convert_every_field():
     echo = next(m for m in stats.models if (m.name, m.version) == ("echo", 1))
     assert (echo.inference_count, echo.execution_count) == (2, 1)
     assert [(b.batch_size, b.count) for b in echo.batches] == [(2, 1)]
+
+
+# -- InferStream, driven in-process ------------------------------------------------------
+
+STREAM_WAIT_S = 10.0  # the longest a stream test waits for an answer
+
+
+class StreamDriver:
+    """One InferStream on the servicer, read as a client would: `send` feeds it,
+    `close` half-closes, `answer` takes the next answer, `end` the way it ended.
+    Construct it on the running loop."""
+
+    _OK = object()
+
+    def __init__(self, service: WorkerService) -> None:
+        self.context = FakeContext()
+        self._requests: asyncio.Queue = asyncio.Queue()
+        self._answers: asyncio.Queue = asyncio.Queue()
+        self._reader = asyncio.ensure_future(self._read(service))
+
+    async def _feed(self):
+        while (request := await self._requests.get()) is not None:
+            yield request
+
+    async def _read(self, service: WorkerService) -> None:
+        try:
+            async for answer in service.InferStream(self._feed(), self.context):
+                self._answers.put_nowait(answer)
+        except Aborted:
+            self._answers.put_nowait(self.context)
+        else:
+            self._answers.put_nowait(self._OK)
+
+    def send(self, request: pb.InferRequest) -> None:
+        self._requests.put_nowait(request)
+
+    def close(self) -> None:
+        self._requests.put_nowait(None)
+
+    async def answer(self) -> pb.InferResponse:
+        item = await asyncio.wait_for(self._answers.get(), STREAM_WAIT_S)
+        assert isinstance(item, pb.InferResponse), f"the stream ended: {item}"
+        return item
+
+    async def end(self) -> FakeContext | None:
+        """None when the stream ended OK, else the context it was aborted with."""
+        item = await asyncio.wait_for(self._answers.get(), STREAM_WAIT_S)
+        assert not isinstance(item, pb.InferResponse), f"an answer, not the end: {item}"
+        await self._reader
+        return None if item is self._OK else item
+
+
+@pytest.fixture
+def slow_model():
+    """echo@1 blocks inside `infer` until the test releases it (always, at the end)."""
+    Slow.started.clear()
+    Slow.release.clear()
+    yield {("echo", 1): Slow}
+    Slow.release.set()
+
+
+async def _started() -> None:
+    assert await asyncio.to_thread(Slow.started.wait, STREAM_WAIT_S)
+
+
+def test_a_stream_answers_batches_with_their_seqs_as_they_finish(service_of, slow_model):
+    async def scenario():
+        stream = StreamDriver(service_of(core_with(slow_model)))
+        stream.send(_row("echo", 1, seq=7))  # slow
+        await _started()
+        stream.send(_row("echo", 2, seq=8))
+        stream.send(_request("text", 1, [_pb_tensor("text", np.array([b"abc"], dtype=object))]))
+        first, second = await stream.answer(), await stream.answer()
+        assert {first.seq, second.seq} == {8, 0}  # both overtake the slow batch
+        assert (first.error_code, second.error_code) == (0, 0)
+        Slow.release.set()
+        last = await stream.answer()
+        assert (last.seq, last.error_code, last.batch_size) == (7, 0, 1)
+        assert last.outputs[0].name == "y"
+        stream.close()
+        assert await stream.end() is None  # half-closed and answered: OK
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("request_", "code", "message"), ERROR_CASES)
+def test_a_failed_batch_is_answered_in_band_as_unary_would_and_the_stream_serves_on(
+    request_, code, message, caplog, service_of
+):
+    caplog.set_level(logging.INFO, "inferplane.worker")  # UNAVAILABLE is logged at INFO
+
+    async def scenario():
+        stream = StreamDriver(service_of(core_with(ERROR_KINDS)))
+        failed = pb.InferRequest()
+        failed.CopyFrom(request_)
+        failed.seq = 41
+        stream.send(failed)
+        answer = await stream.answer()
+        assert (answer.seq, answer.error_code) == (41, code.value[0])
+        assert re.search(message, answer.error_message), answer.error_message
+        assert not answer.outputs
+        stream.send(_row(seq=42))
+        ok = await stream.answer()
+        assert (ok.seq, ok.error_code, ok.batch_size) == (42, 0, 1)
+        stream.close()
+        assert await stream.end() is None
+
+    asyncio.run(scenario())
+    assert f"rpc=InferStream model={request_.model} id=r1 code={code.name}" in caplog.text
+    if code is grpc.StatusCode.INTERNAL:
+        assert "Traceback" in caplog.text
+
+
+def test_a_half_closed_stream_answers_what_is_in_flight_then_ends(service_of, slow_model):
+    async def scenario():
+        stream = StreamDriver(service_of(core_with(slow_model)))
+        stream.send(_row("echo", 1, seq=1))
+        stream.send(_row("echo", 2, seq=2))
+        stream.close()
+        await _started()
+        assert (await stream.answer()).seq == 2
+        Slow.release.set()
+        assert (await stream.answer()).seq == 1
+        assert await stream.end() is None
+
+    asyncio.run(scenario())
+
+
+def test_draining_refuses_new_batches_in_band_and_ends_the_stream_after_running_ones(
+    service_of, slow_model
+):
+    async def scenario():
+        service = service_of(core_with(slow_model))
+        stream = StreamDriver(service)
+        stream.send(_row("echo", 1, seq=1))
+        await _started()
+        service.begin_drain()
+        stream.send(_row("echo", 2, seq=2))
+        refused = await stream.answer()
+        assert (refused.seq, refused.error_code) == (2, grpc.StatusCode.UNAVAILABLE.value[0])
+        assert "is draining" in refused.error_message
+        Slow.release.set()
+        finished = await stream.answer()
+        assert (finished.seq, finished.error_code, finished.batch_size) == (1, 0, 1)
+        ended = await stream.end()
+        assert ended is not None and ended.code is grpc.StatusCode.UNAVAILABLE
+        assert "is draining: the stream ends" in ended.details
+
+    asyncio.run(scenario())
+
+
+def test_idle_streams_and_new_ones_end_at_once_when_the_worker_drains(service_of):
+    async def scenario():
+        service = service_of(core_with())
+        idle = StreamDriver(service)
+        idle.send(_row(seq=1))
+        assert (await idle.answer()).seq == 1
+        service.begin_drain()
+        assert (await idle.end()).code is grpc.StatusCode.UNAVAILABLE
+        late = StreamDriver(service)
+        assert (await late.end()).code is grpc.StatusCode.UNAVAILABLE
+
+    asyncio.run(scenario())
 
 
 # -- small pieces ---------------------------------------------------------------------------
