@@ -45,6 +45,7 @@ import numpy as np
 
 from inferplane.backends import batch
 from inferplane.backends.artifact_check import check_artifact
+from inferplane.backends.host_location import HostLocation
 from inferplane.backends.logfmt import kv
 from inferplane.backends.registry import create_backend
 from inferplane.backends.runtime import (
@@ -115,6 +116,7 @@ class Health:
     device: str  # where compute really happens ("" while no model is ready)
     location_kind: str
     location_site: str
+    location_source: str  # "host": the deployment said so; "declared": the spec's, unverified
     cpu_fallback: bool  # some ready model runs on the CPU in place of the target's hardware
     plan_hash: str
     worker_version: str
@@ -180,6 +182,7 @@ class WorkerCore:
         *,
         cache_dir: Path | None = None,
         clock: Callable[[], int] = time.perf_counter_ns,
+        location: HostLocation | None = None,
     ) -> None:
         target = plan.target(target_name)
         if target is None:
@@ -189,6 +192,7 @@ class WorkerCore:
         self.target = target
         self.base_dir = base_dir
         self.cpu_fallback = cpu_fallback
+        self.location = location  # the host's, from the deployment; None: the spec's
         self._factory = backend_factory
         self._cache_dir = cache_dir
         self._clock = clock
@@ -402,8 +406,9 @@ class WorkerCore:
             target=self.target.name,
             hardware=self.target.hardware,
             device=",".join(devices),
-            location_kind=self.target.location.kind,
-            location_site=self.target.location.site,
+            location_kind=self.location.kind if self.location else self.target.location.kind,
+            location_site=self.location.site if self.location else self.target.location.site,
+            location_source="host" if self.location else "declared",
             cpu_fallback=any(m.device != self.target.hardware for m in ready),
             plan_hash=self.plan.content_hash,
             worker_version=_worker_version(),

@@ -58,6 +58,7 @@ def health_to_proto(health: Health) -> pb.HealthResponse:
         device=health.device,
         location_kind=health.location_kind,
         location_site=health.location_site,
+        location_source=health.location_source,
         cpu_fallback=health.cpu_fallback,
         plan_hash=health.plan_hash,
         worker_version=health.worker_version,

@@ -1,8 +1,10 @@
 """`InferStream`: many batches over one long-lived stream, answered as they finish.
 
 A reader task takes each request off the stream and hands it to the batch
-pool at once; each finished batch comes back to the event loop and is
-written, with its `seq`, in the order batches finish. `answer` (the
+pool at once (or, for a model whose batches are `quick`, runs it right there
+on the event loop: a batch of a few microseconds costs less than the hop to a
+pool thread and back); each finished batch comes back to the event loop and
+is written, with its `seq`, in the order batches finish. `answer` (the
 servicer's) never raises: a failed batch is an in-band answer, and the stream
 serves on. Finished answers reach the loop through `_Finished`, which keeps
 at most one wake-up of the loop pending: under load, one wake-up delivers
@@ -61,9 +63,11 @@ class Streams:
         pool: Executor,
         answer: Callable[[pb.InferRequest], pb.InferResponse],
         drain_message: str,
+        quick: Callable[[pb.InferRequest], bool] = lambda request: False,
     ):
         self._pool = pool
         self._answer = answer
+        self._quick = quick
         self._drain_message = drain_message
         self._open: set[asyncio.Queue] = set()
         self.draining = False
@@ -101,7 +105,14 @@ class Streams:
             nonlocal in_flight
             async for request in requests:
                 in_flight += 1
-                self._pool.submit(run, request)
+                if self._quick(request):
+                    # Cheaper than the hop to a pool thread and back.
+                    try:
+                        queue.put_nowait(self._answer(request))
+                    except BaseException as error:  # a bug in `answer`: it ends the stream
+                        queue.put_nowait(error)
+                else:
+                    self._pool.submit(run, request)
 
         reader = loop.create_task(read())
         reader.add_done_callback(lambda _: queue.put_nowait(_END))

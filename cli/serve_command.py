@@ -5,6 +5,7 @@
       ─▶ metrics endpoint (`--metrics` or the spec's `gateway metrics`), if any
       ─▶ Supervisor.start
       ─▶ wait (bounded) until every local worker is ready, or a target has none (exit 1)
+      ─▶ wait (bounded) for the gateway's first placement probes (on-prem targets)
       ─▶ stdout: `serving SPEC on ADDR: N models, M workers`
                and `metrics on http://HOST:PORT/metrics` when it serves them
       ─▶ SIGTERM / SIGINT ─▶ gateway.drain (refuse new, finish in-flight)
@@ -21,17 +22,20 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import sys
 import tempfile
 
+from inferplane.backends import host_location
 from inferplane.cli.console import Console, configure_logging
 from inferplane.cli.spec_input import compile_for_running
 
 OK, ERRORS = 0, 1
 READY_TIMEOUT_S = 120.0  # the longest the workers may take to load their models
 STOP_MARGIN_S = 10.0  # beyond the grace periods, before a stop gives up waiting
+PLACEMENT_WAIT_S = 10.0  # the longest the serving line waits for the first placement probes
 
 log = logging.getLogger("inferplane.cli.serve")
 
@@ -62,6 +66,13 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
         "the hardware (development only; logged)",
     )
     serve.add_argument(
+        "--location",
+        metavar="KIND[:SITE]",
+        help="where this host runs (onprem|cloud|edge, e.g. onprem:fra-dc1), passed to the "
+        "local workers, which report it for the gateway's on-prem check (default: "
+        "$INFERPLANE_LOCATION, else the spec's declaration, which cannot be verified)",
+    )
+    serve.add_argument(
         "--grace",
         type=float,
         default=30.0,
@@ -74,6 +85,13 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
 def run(args: argparse.Namespace, console: Console) -> int:
     if args.grace < 0:
         console.error(f"infc: --grace must be 0 or more seconds, not {args.grace}")
+        return ERRORS
+    try:
+        # Checked here, though the workers read it: a bad value is one clear error
+        # rather than every worker failing to start.
+        host_location.resolve(args.location, os.environ)
+    except ValueError as error:
+        console.error(f"infc: {error}")
         return ERRORS
     compilation = compile_for_running(args.spec, console)
     if compilation is None:
@@ -113,6 +131,7 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
         plan,
         args.spec,
         cpu_fallback=args.cpu_fallback,
+        location=args.location,
         run_dir=run_dir,
         on_change=gateway.set_replicas,
         worker_grace_s=args.grace,
@@ -148,6 +167,10 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
         except WorkersFailed as error:
             console.error(f"infc: {error}")
             return ERRORS
+        # Replicas of on-prem-only targets take requests once a probe has placed
+        # them: milliseconds, so that the serving line means "ready" when it can.
+        # One refused stays out (logged), and the gateway serves on without it.
+        await gateway.placement_checked(PLACEMENT_WAIT_S)
         models = len(plan.models)
         console.print(
             f"serving {args.spec} on {address}: {models} model{'s' if models != 1 else ''}, "

@@ -8,6 +8,11 @@ supervisors and tests to wait on; diagnostics and logs go to stderr.
 
 A target that lists remote `workers` is served the same way: this command is
 what those remote hosts run.
+
+`--location KIND[:SITE]` (else `INFERPLANE_LOCATION`) says where this host
+runs; the worker reports it in its Health for the gateway's on-prem check
+(backends/host_location.py). Without either it reports the spec's declaration.
+A malformed value exits 1 before anything starts.
 """
 
 from __future__ import annotations
@@ -45,6 +50,13 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
         "hardware (development only; logged)",
     )
     worker.add_argument(
+        "--location",
+        metavar="KIND[:SITE]",
+        help="where this host runs (onprem|cloud|edge, e.g. onprem:fra-dc1), reported to the "
+        "gateway for its on-prem check (default: $INFERPLANE_LOCATION, else the spec's "
+        "declaration, which the gateway cannot verify)",
+    )
+    worker.add_argument(
         "--grace",
         type=float,
         default=30.0,
@@ -56,6 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
 
 def run(args: argparse.Namespace, console: Console) -> int:
     # Imported here: the worker pulls in grpc and NumPy, which other commands do not need.
+    from inferplane.backends import host_location
     from inferplane.backends.worker import HardwareMissing, TargetError, WorkerCore
     from inferplane.backends.worker_service import check_listen, serve
 
@@ -67,12 +80,23 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.grace < 0:
         console.error(f"infc: --grace must be 0 or more seconds, not {args.grace}")
         return ERRORS
+    try:
+        location = host_location.resolve(args.location, os.environ)
+    except ValueError as error:
+        console.error(f"infc: {error}")
+        return ERRORS
     compilation = compile_for_running(args.spec, console)
     if compilation is None:
         return ERRORS
     base_dir = Path(args.spec).resolve().parent
     try:
-        core = WorkerCore(compilation.plan, args.target, base_dir, cpu_fallback=args.cpu_fallback)
+        core = WorkerCore(
+            compilation.plan,
+            args.target,
+            base_dir,
+            cpu_fallback=args.cpu_fallback,
+            location=location,
+        )
     except TargetError as error:
         console.error(f"infc: {error}")
         return ERRORS

@@ -42,19 +42,24 @@ changes; each replica's live state when membership or health changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import ClassVar
 
 import numpy as np
 
 from inferplane.backends.batch import check_batch, check_outputs, label
+from inferplane.backends.logfmt import kv
 from inferplane.backends.runtime import BadBatch
 from inferplane.compiler import plan as plan_mod
-from inferplane.gateway import admission, domain, redaction
+from inferplane.gateway import admission, domain, placement, redaction
 from inferplane.gateway.batching import Pending
 from inferplane.gateway.errors import (
     DeadlineExceeded,
@@ -67,8 +72,10 @@ from inferplane.gateway.lanes import Job, Lane, LaneDriver, new_lane
 from inferplane.gateway.metrics import NullMetrics, replica_label
 from inferplane.gateway.retries import Attempts
 from inferplane.gateway.routing import ModelKey, RouteTable
-from inferplane.gateway.sharding import Fleet, NoReplica, TargetPool
-from inferplane.gateway.worker_client import GrpcWorkerClient, WorkerClient
+from inferplane.gateway.sharding import Fleet, NoReplica, Replica, TargetPool
+from inferplane.gateway.worker_client import GrpcWorkerClient, WorkerClient, WorkerHealth
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 PROBE_TIMEOUT_S = 2.0
@@ -103,10 +110,18 @@ class Counts:
     success: list[int] = field(default_factory=lambda: [0, 0])  # count, ns
     fail: list[int] = field(default_factory=lambda: [0, 0])
     queue: list[int] = field(default_factory=lambda: [0, 0])
+    # The three compute phases as Triton counts them, each once per request
+    # (perf_analyzer requires the three counts to agree): the gateway merging
+    # the batch's inputs, the runtime's own time as the worker reports it,
+    # and the gateway splitting the outputs. The transport to and from the
+    # worker is in none of them (perf_analyzer shows it as overhead).
+    compute_input: list[int] = field(default_factory=lambda: [0, 0])
     compute: list[int] = field(default_factory=lambda: [0, 0])
+    compute_output: list[int] = field(default_factory=lambda: [0, 0])
     inferences: int = 0
     executions: int = 0
-    batches: dict[int, list[int]] = field(default_factory=dict)  # size -> count, compute ns
+    # batch size -> [executions, input ns, infer ns, output ns]
+    batches: dict[int, list[int]] = field(default_factory=dict)
     last_ms: int = 0
 
     def record(self, name: str, version: int) -> domain.ModelStats:
@@ -120,10 +135,12 @@ class Counts:
             success=d(*self.success),
             fail=d(*self.fail),
             queue=d(*self.queue),
+            compute_input=d(*self.compute_input),
             compute_infer=d(*self.compute),
+            compute_output=d(*self.compute_output),
             batches=tuple(
-                domain.BatchStats(size, compute_infer=d(count, ns))
-                for size, (count, ns) in sorted(self.batches.items())
+                domain.BatchStats(size, d(count, into), d(count, infer), d(count, out))
+                for size, (count, into, infer, out) in sorted(self.batches.items())
             ),
         )
 
@@ -131,7 +148,18 @@ class Counts:
 class Gateway(LaneDriver):
     """The gateway core over one plan (see the module docstring)."""
 
-    slots_per_replica = 2  # batches one replica runs at once; tests may set it
+    # Batches one replica runs at once, by the target's hardware (tests may set
+    # `slots_per_replica` to override it for every target). A cpu worker runs
+    # each batch on the target's `threads`: a second batch at once would take
+    # cores from the first (and from the gateway on a shared host), so its
+    # one slot makes the queue, not the worker, absorb load, and batches grow.
+    # Measured on 2 cores, MLP at concurrency 32: mean batch 5–8 and 0.74–0.87
+    # ms of CPU per inference with one slot, 2.7–2.9 and 1.1–1.2 ms with two.
+    # An accelerator overlaps one batch's transfers with another's compute.
+    SLOTS_BY_HARDWARE: ClassVar[Mapping[str, int]] = MappingProxyType(
+        {"cpu": 1, "gpu": 2, "tpu": 2}
+    )
+    slots_per_replica: int | None = None
 
     def __init__(
         self,
@@ -155,12 +183,18 @@ class Gateway(LaneDriver):
         self._client_factory = client_factory
         self.routes = RouteTable.from_plan(plan, rng=self._rng)
         # Remote `workers` of the plan start in their pools here; local targets
-        # start empty until the supervisor calls set_replicas.
-        self.fleet = Fleet.from_plan(plan, clock=clock, rng=self._rng)
+        # start empty until the supervisor calls set_replicas. Targets bound by
+        # the on-prem rule admit replicas unverified: a probe places them first.
+        self._placement = placement.rules(plan)
+        self.fleet = Fleet.from_plan(plan, clock=clock, rng=self._rng, verify=self._placement)
+        self._probe_now = {t.name: asyncio.Event() for t in plan.targets}  # wakes `_probe`
+        self._probes_reported = asyncio.Condition()  # notified after each probe
+        self._verdicts: dict[tuple[str, str], placement.Verdict] = {}  # by (target, endpoint)
         self._models: dict[ModelKey, plan_mod.Model] = {}
         self._redactors: dict[ModelKey, dict[str, redaction.Redactor]] = {}
         self._lanes: dict[ModelKey, dict[str, Lane]] = {}
         self._by_target: dict[str, list[Lane]] = {t.name: [] for t in plan.targets}
+        self._hardware = {t.name: t.hardware for t in plan.targets}
         self._lanes_named: dict[str, list[Lane]] = {}  # every version's, by model name
         self._depths: dict[str, int] = {}  # model name -> queue depth last published
         for m in plan.models:
@@ -216,13 +250,16 @@ class Gateway(LaneDriver):
         for endpoint in wanted:
             if endpoint not in have:
                 pool.add(endpoint)
+        if pool.verify:
+            self._probe_now[target].set()  # its new replicas wait for a probe: now
         self._publish_workers(pool)
         self._wake(target)
         self._notify_ready()
 
     @property
     def ready(self) -> bool:
-        """Started, not draining, and every model version has a live replica on a shard."""
+        """Started, not draining, and every model version has a live replica on a shard
+        (on a target bound by the on-prem rule, only a probe makes a replica live)."""
         return (
             self._started
             and not self._draining
@@ -516,18 +553,81 @@ class Gateway(LaneDriver):
                 listener(ready)
 
     async def _probe(self, pool: TargetPool) -> None:
-        """Health-check each ejected replica when its backoff ends; re-admit the ready."""
+        """Health-check each replica when it is due: an ejected one when its backoff
+        ends (re-admitted when ready), a new one of a verifying pool at once.
+
+        On a target bound by the on-prem rule every probe also checks where the
+        worker says it runs (`_placed`), and only a placement that passes admits
+        it; a refused replica stays out (worker_up 0) and is probed again after
+        the usual backoff, so a host that an operator fixes comes back. A replica
+        never admitted yet needs to answer and be placed, not to be ready: added
+        to any other pool it would start live, and so it still does once placed.
+        """
+        rule = self._placement.get(pool.name)
+        wake = self._probe_now[pool.name]
         while True:
+            wake.clear()
             for replica in pool.due_probes():
                 try:
                     health = await self._client(replica.endpoint).health(timeout=PROBE_TIMEOUT_S)
-                    ok = health.ready and not health.draining
                 except GatewayError:
                     ok = False
+                else:
+                    ok = (health.ready or not replica.verified) and not health.draining
+                    if rule is not None:
+                        ok = self._placed(rule, replica, health) and ok
                 pool.probed(replica, ok)
                 self._publish_workers(pool)
                 self._wake(pool.name)
                 self._notify_ready()
+                async with self._probes_reported:
+                    self._probes_reported.notify_all()
             next_at = pool.next_probe_at()
             delay = PROBE_IDLE_S if next_at is None else next_at - self._clock()
-            await asyncio.sleep(min(max(delay, 0.0), PROBE_IDLE_S))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), min(max(delay, 0.0), PROBE_IDLE_S))
+
+    def _placed(self, rule: placement.Rule, replica: Replica, health: WorkerHealth) -> bool:
+        """Whether the worker runs where the on-prem rule allows; each verdict is
+        logged when it changes for its (target, endpoint), so a refused replica
+        is logged once however often it is probed, and a restarted local worker
+        (same socket) is not warned about again."""
+        report = placement.Report(
+            health.location_kind, health.location_site, health.location_source
+        )
+        verdict = rule.check(replica.endpoint, report)
+        key = (rule.target, replica.endpoint)
+        last, self._verdicts[key] = self._verdicts.get(key), verdict
+        if verdict != last:
+            fields = {
+                "target": rule.target,
+                "replica": replica.id,
+                "endpoint": replica.endpoint,
+                "kind": report.kind or None,
+                "site": report.site or None,
+                "source": report.source or "declared",
+            }
+            if isinstance(verdict, placement.Refused):
+                log.error(
+                    kv("placement_refused", **fields, models=verdict.models, why=verdict.message)
+                )
+            elif isinstance(verdict, placement.Unverifiable):
+                log.warning(kv("placement_unverified", **fields, why=verdict.message))
+            elif last is not None:
+                log.info(kv("placement_verified", **fields))
+        return verdict.allowed
+
+    async def placement_checked(self, timeout_s: float) -> bool:
+        """Wait, at most `timeout_s`, until every replica that joined unverified has
+        had its first probe (placed or refused); whether it came to that. `infc
+        serve` waits on it, so that its `serving` line follows the first verdicts."""
+
+        def settled() -> bool:
+            return not any(pool.awaiting_first_probe() for pool in self.fleet.pools.values())
+
+        async with self._probes_reported:
+            try:
+                await asyncio.wait_for(self._probes_reported.wait_for(settled), timeout_s)
+            except TimeoutError:
+                return False
+        return True

@@ -5,7 +5,7 @@ A lane owns a queue of `batching.Pending` and a driver task that loops on
 answered DEADLINE_EXCEEDED before anything is sent; a batch is
 `tensor_batch.merge`d and sent to a replica of the shard's target chosen by
 power of two choices among those with a free slot (each replica runs at most
-`slots_per_replica` batches at once, over all the models of its target); the
+`slots(pool)` batches at once, over all the models of its target); the
 measured send-to-answer time feeds the lane's `ServiceTimeModel`, and the
 outputs are `split` back exactly. A retriable failure (UNAVAILABLE, a lost
 connection) ejects the replica and sends the same batch to a replica not tried
@@ -117,7 +117,9 @@ class LaneDriver:
     """Drives the lanes of a gateway: step the policy, dispatch, send, retry, answer."""
 
     # Supplied by the gateway (app.Gateway).
-    slots_per_replica: int
+    slots_per_replica: int | None  # overrides SLOTS_BY_HARDWARE for every target
+    SLOTS_BY_HARDWARE: Mapping[str, int]
+    _hardware: dict[str, str]  # target -> its hardware
     metrics: NullMetrics
     _clock: Callable[[], float]
     _finish_at: dict[str, list[float]]  # replica id -> predicted ends of its batches
@@ -207,7 +209,8 @@ class LaneDriver:
                 self._dispatch(lane, [p.item for p in decision.dispatch], now)
 
     def _dispatch(self, lane: Lane, jobs: list[Job], now: float) -> None:
-        full = {r.id for r in lane.pool.live() if r.batches >= self.slots_per_replica}
+        per = self.slots(lane.pool)
+        full = {r.id for r in lane.pool.live() if r.batches >= per}
         replica = lane.picker.pick(full)
         for job in jobs:
             job.sent_at = now
@@ -241,7 +244,9 @@ class LaneDriver:
     ) -> None:
         """Send one batch, retrying it on other replicas; answer each member once."""
         try:
+            merging = self._clock()
             arrays, offsets = tensor_batch.merge([j.inputs for j in jobs])
+            merge_ns = int((self._clock() - merging) * 1e9)
             while True:
                 rows = offsets[-1]
                 for job in jobs:
@@ -265,7 +270,9 @@ class LaneDriver:
                     healthy = ok or status not in RETRIABLE
                     self._end(lane, replica, rows, predicted, healthy, latency)
                 if ok:
-                    self._answer_batch(lane, jobs, offsets, outputs, compute_ns, latency)
+                    self._answer_batch(
+                        lane, jobs, offsets, outputs, (merge_ns, compute_ns), latency
+                    )
                     return
                 if status == "UNAVAILABLE":
                     lane.pool.eject(replica)  # lost or refusing: out until a probe says ready
@@ -281,7 +288,9 @@ class LaneDriver:
                     for job in jobs:
                         self._fail(job, Unavailable(f"{error}; last failure: {failure}"))
                     return
+                merging = self._clock()
                 arrays, offsets = tensor_batch.merge([j.inputs for j in jobs])
+                merge_ns = int((self._clock() - merging) * 1e9)
                 self.metrics.batch(lane.key.name, lane.pool.name, offsets[-1])
                 predicted = self._begin(lane, replica, offsets[-1])
         except asyncio.CancelledError:
@@ -318,26 +327,23 @@ class LaneDriver:
         jobs: list[Job],
         offsets: tuple[int, ...],
         outputs: dict[str, np.ndarray],
-        compute_ns: int,
+        times_ns: tuple[int, int],
         latency: float,
     ) -> None:
+        """Split a batch's answer to its members; `times_ns` is (merging the
+        inputs, the worker's compute) for the statistics."""
         rows = offsets[-1]
         if latency > 0:
             lane.policy.service_time.observe(rows, latency)
-        counts = self._count(*lane.key)
-        counts.executions += 1
-        counts.inferences += rows
-        batch = counts.batches.setdefault(rows, [0, 0])
-        batch[0] += 1
-        batch[1] += compute_ns
-        counts.compute[0] += len(jobs)
-        counts.compute[1] += compute_ns * len(jobs)
+        splitting = self._clock()
         try:
             parts = tensor_batch.split(outputs, offsets)
         except tensor_batch.TensorBatchError as error:
             for job in jobs:
                 self._fail(job, Internal(f"worker answered a batch that does not split: {error}"))
             return
+        phases = (*times_ns, int((self._clock() - splitting) * 1e9))
+        self._count_batch(self._count(*lane.key), rows, len(jobs), phases)
         for job, part in zip(jobs, parts, strict=True):
             wanted = job.wanted or tuple(part)
             missing = [n for n in wanted if n not in part]
@@ -345,6 +351,23 @@ class LaneDriver:
                 self._fail(job, Internal(f"worker did not answer output `{missing[0]}`"))
             elif job.attempts.answer() and not job.future.done():
                 job.future.set_result({n: part[n] for n in wanted})
+
+    @staticmethod
+    def _count_batch(counts: Counts, rows: int, requests: int, phases: tuple[int, ...]) -> None:
+        """One executed batch in the statistics: each phase once per request."""
+        counts.executions += 1
+        counts.inferences += rows
+        batch = counts.batches.setdefault(rows, [0, 0, 0, 0])
+        batch[0] += 1
+        for total, ns, i in zip(
+            (counts.compute_input, counts.compute, counts.compute_output),
+            phases,
+            (1, 2, 3),
+            strict=True,
+        ):
+            total[0] += requests
+            total[1] += ns * requests
+            batch[i] += ns
 
     def _fail(self, job: Job, error: BaseException) -> None:
         if job.attempts.answer() and not job.future.done():
@@ -354,14 +377,21 @@ class LaneDriver:
         latest = max(j.deadline for j in jobs)
         return max(0.001, min(WORKER_TIMEOUT_S, latest - now))
 
+    def slots(self, pool: TargetPool) -> int:
+        """Batches one replica of `pool` runs at once."""
+        if self.slots_per_replica is not None:
+            return self.slots_per_replica
+        return self.SLOTS_BY_HARDWARE.get(self._hardware.get(pool.name, ""), 1)
+
     def _free_slots(self, pool: TargetPool) -> tuple[int, int]:
         live = pool.live()
-        per = self.slots_per_replica
+        per = self.slots(pool)
         return sum(max(0, per - r.batches) for r in live), per * len(live)
 
     def _slots_free_at(self, lane: Lane, now: float) -> list[float]:
         out: list[float] = []
+        per = self.slots(lane.pool)
         for replica in lane.pool.live():
-            ends = sorted(self._finish_at.get(replica.id, ()))[: self.slots_per_replica]
-            out += ends + [now] * (self.slots_per_replica - len(ends))
+            ends = sorted(self._finish_at.get(replica.id, ()))[:per]
+            out += ends + [now] * (per - len(ends))
         return out

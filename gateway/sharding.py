@@ -7,6 +7,7 @@ Policy over mechanism (STYLE.md, after Ray Serve's pow-2 request router):
       .begin(replica, rows) / .end(...)   outstanding work, and a failure count on `ok=False`
     TargetPool                            mechanism: a target's replicas, their load and health,
                                           ejection with exponential backoff, probes, re-admission
+      (verify=True)                       new replicas wait out of rotation for a first probe
 
 One request's tries over replicas (`Attempts`) live in gateway/retries.py.
 
@@ -43,6 +44,10 @@ class Health(enum.StrEnum):
     LIVE = "live"
     EJECTED = "ejected"  # out of rotation until its backoff ends
     PROBING = "probing"  # backoff over; a health probe decides its return
+    UNVERIFIED = "unverified"  # just added to a verifying pool: out until a first probe passes
+
+
+_WAITING = (Health.EJECTED, Health.UNVERIFIED)  # out of rotation, probed when due
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class Replica:
     ejected_until: float = 0.0
     live_since: float = 0.0
     latency_s: float | None = None  # moving average of reported batch latencies
+    verified: bool = True  # a probe has passed it (False until then in a verifying pool)
+    probes: int = 0  # probes reported
 
     @property
     def id(self) -> str:
@@ -110,7 +117,14 @@ class Replica:
 
 
 class TargetPool:
-    """A target's replicas: outstanding work, ejection, backoff and re-admission."""
+    """A target's replicas: outstanding work, ejection, backoff and re-admission.
+
+    With `verify=True` a replica joins UNVERIFIED, out of rotation and due for a
+    probe at once, and becomes live only when that probe passes: the gateway
+    uses it for targets whose workers must prove where they run
+    (gateway/placement.py) before they see a request. A failed first probe
+    ejects it with the usual backoff, and the next probe tries again.
+    """
 
     def __init__(
         self,
@@ -121,10 +135,12 @@ class TargetPool:
         rng: random.Random,
         backoff: Backoff | None = None,
         measure: Measure = "rows",
+        verify: bool = False,
     ):
         self.name = name
         self.backoff = backoff or Backoff()
         self.measure = measure
+        self.verify = verify
         self._clock = clock
         self._rng = rng
         self._next_index = 0  # never reused, so a stale id never names a new replica
@@ -135,9 +151,10 @@ class TargetPool:
     # --- membership (the supervisor starts, restarts and scales workers)
 
     def add(self, endpoint: str) -> Replica:
-        replica = Replica(
-            self.name, self._next_index, endpoint, self.measure, live_since=self._clock()
-        )
+        now = self._clock()
+        replica = Replica(self.name, self._next_index, endpoint, self.measure, live_since=now)
+        if self.verify:
+            replica.health, replica.verified, replica.ejected_until = Health.UNVERIFIED, False, now
         self._next_index += 1
         self.replicas.append(replica)
         return replica
@@ -190,29 +207,36 @@ class TargetPool:
         replica.ejected_until = self._clock() + self.backoff.delay_s(replica.ejections, self._rng)
 
     def due_probes(self) -> list[Replica]:
-        """Ejected replicas whose backoff is over, now marked PROBING: health-check
-        each and report with `probed`. Each is returned once per ejection."""
+        """Ejected replicas whose backoff is over, and unverified ones, now marked
+        PROBING: health-check each and report with `probed`. Each is returned
+        once per ejection (or admission)."""
         now = self._clock()
-        due = [r for r in self.replicas if r.health is Health.EJECTED and r.ejected_until <= now]
+        due = [r for r in self.replicas if r.health in _WAITING and r.ejected_until <= now]
         for r in due:
             r.health = Health.PROBING
         return due
 
     def next_probe_at(self) -> float | None:
-        """When the next ejected replica's backoff ends (for the driver's sleep)."""
-        times = [r.ejected_until for r in self.replicas if r.health is Health.EJECTED]
+        """When the next replica is due for a probe (for the driver's sleep)."""
+        times = [r.ejected_until for r in self.replicas if r.health in _WAITING]
         return min(times, default=None)
 
     def probed(self, replica: Replica, ok: bool) -> None:
         """A probe's result: re-admit the replica, or eject it again for a longer backoff."""
         if replica.health is not Health.PROBING:
             return
+        replica.probes += 1
         if ok:
             replica.health = Health.LIVE
             replica.failures = 0
             replica.live_since = self._clock()
+            replica.verified = True
         else:
             self._eject(replica)
+
+    def awaiting_first_probe(self) -> list[Replica]:
+        """Replicas admitted unverified whose first probe has not reported yet."""
+        return [r for r in self.replicas if not r.verified and r.probes == 0]
 
 
 @dataclass(frozen=True)
@@ -344,9 +368,11 @@ class Fleet:
         backoff: Backoff | None = None,
         measure: Measure = "rows",
         endpoints: Mapping[str, Sequence[str]] | None = None,
+        verify: Collection[str] = (),
     ) -> Fleet:
         """Pools start with `endpoints[target]`, else the target's remote `workers`;
-        a local target starts empty and its supervisor `add`s workers as they come up."""
+        a local target starts empty and its supervisor `add`s workers as they come up.
+        The pools of the targets in `verify` admit every replica unverified."""
         endpoints = endpoints or {}
         pools = {
             t.name: TargetPool(
@@ -356,6 +382,7 @@ class Fleet:
                 rng=rng,
                 backoff=backoff,
                 measure=measure,
+                verify=t.name in verify,
             )
             for t in plan.targets
         }

@@ -209,6 +209,7 @@ class Supervisor:
         spec_path: str | os.PathLike[str],
         *,
         cpu_fallback: bool = False,
+        location: str | None = None,
         run_dir: str | os.PathLike[str],
         clock: Callable[[], float] = time.monotonic,
         spawn: Spawn = spawn_process,
@@ -237,6 +238,8 @@ class Supervisor:
                 argv += ["--listen", f"unix:{socket_path}"]
                 if cpu_fallback:
                     argv.append("--cpu-fallback")
+                if location is not None:  # else they inherit INFERPLANE_LOCATION, if any
+                    argv += ["--location", location]
                 if worker_grace_s is not None:
                     argv += ["--grace", str(worker_grace_s)]
                 self._slots.append(_Slot(target, index, tuple(argv), socket_path))

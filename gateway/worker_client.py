@@ -49,6 +49,8 @@ class WorkerHealth:
     draining: bool = False
     target: str = ""
     location_kind: str = ""
+    location_site: str = ""
+    location_source: str = ""  # "host" or "declared" ("" from older workers: declared)
 
 
 class WorkerClient(Protocol):
@@ -161,6 +163,8 @@ class GrpcWorkerClient:
             draining=response.draining,
             target=response.target,
             location_kind=response.location_kind,
+            location_site=response.location_site,
+            location_source=response.location_source,
         )
 
     async def close(self) -> None:

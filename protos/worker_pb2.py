@@ -24,35 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1einferplane/protos/worker.proto\x12\x14inferplane.worker.v1\"\x0f\n\rHealthRequest\"\xbd\x01\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .inferplane.worker.v1.ModelState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07runtime\x18\x05 \x01(\t\x12\x11\n\tproviders\x18\x06 \x03(\t\x12\x17\n\x0f\x61rtifact_sha256\x18\x07 \x01(\t\x12\x11\n\tprecision\x18\x08 \x01(\t\"\x85\x02\n\x0eHealthResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x10\n\x08hardware\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x15\n\rlocation_kind\x18\x06 \x01(\t\x12\x15\n\rlocation_site\x18\x07 \x01(\t\x12\x14\n\x0c\x63pu_fallback\x18\x08 \x01(\x08\x12\x11\n\tplan_hash\x18\t \x01(\t\x12\x31\n\x06models\x18\n \x03(\x0b\x32!.inferplane.worker.v1.ModelStatus\x12\x16\n\x0eworker_version\x18\x0b \x01(\t\"D\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0b\n\x03raw\x18\x04 \x01(\x0c\"\x86\x01\n\x0cInferRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12,\n\x06inputs\x18\x03 \x03(\x0b\x32\x1c.inferplane.worker.v1.Tensor\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\n\n\x02id\x18\x05 \x01(\t\x12\x0b\n\x03seq\x18\x06 \x01(\x04\"\x9e\x01\n\rInferResponse\x12-\n\x07outputs\x18\x01 \x03(\x0b\x32\x1c.inferplane.worker.v1.Tensor\x12\x12\n\ncompute_ns\x18\x02 \x01(\x03\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x12\n\nerror_code\x18\x05 \x01(\x05\x12\x15\n\rerror_message\x18\x06 \x01(\t\"\x13\n\x11StatisticsRequest\"H\n\x0f\x42\x61tchStatistics\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x12\n\ncompute_ns\x18\x03 \x01(\x04\"\xc5\x01\n\x0fModelStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0finference_count\x18\x03 \x01(\x04\x12\x17\n\x0f\x65xecution_count\x18\x04 \x01(\x04\x12\x12\n\ncompute_ns\x18\x05 \x01(\x04\x12\x15\n\rfailure_count\x18\x06 \x01(\x04\x12\x36\n\x07\x62\x61tches\x18\x07 \x03(\x0b\x32%.inferplane.worker.v1.BatchStatistics\"K\n\x12StatisticsResponse\x12\x35\n\x06models\x18\x01 \x03(\x0b\x32%.inferplane.worker.v1.ModelStatistics*q\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x32\xec\x02\n\x06Worker\x12S\n\x06Health\x12#.inferplane.worker.v1.HealthRequest\x1a$.inferplane.worker.v1.HealthResponse\x12P\n\x05Infer\x12\".inferplane.worker.v1.InferRequest\x1a#.inferplane.worker.v1.InferResponse\x12Z\n\x0bInferStream\x12\".inferplane.worker.v1.InferRequest\x1a#.inferplane.worker.v1.InferResponse(\x01\x30\x01\x12_\n\nStatistics\x12\'.inferplane.worker.v1.StatisticsRequest\x1a(.inferplane.worker.v1.StatisticsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1einferplane/protos/worker.proto\x12\x14inferplane.worker.v1\"\x0f\n\rHealthRequest\"\xbd\x01\n\x0bModelStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .inferplane.worker.v1.ModelState\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07runtime\x18\x05 \x01(\t\x12\x11\n\tproviders\x18\x06 \x03(\t\x12\x17\n\x0f\x61rtifact_sha256\x18\x07 \x01(\t\x12\x11\n\tprecision\x18\x08 \x01(\t\"\x9e\x02\n\x0eHealthResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\x10\n\x08hardware\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x15\n\rlocation_kind\x18\x06 \x01(\t\x12\x15\n\rlocation_site\x18\x07 \x01(\t\x12\x14\n\x0c\x63pu_fallback\x18\x08 \x01(\x08\x12\x11\n\tplan_hash\x18\t \x01(\t\x12\x31\n\x06models\x18\n \x03(\x0b\x32!.inferplane.worker.v1.ModelStatus\x12\x16\n\x0eworker_version\x18\x0b \x01(\t\x12\x17\n\x0flocation_source\x18\x0c \x01(\t\"D\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0b\n\x03raw\x18\x04 \x01(\x0c\"\x86\x01\n\x0cInferRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12,\n\x06inputs\x18\x03 \x03(\x0b\x32\x1c.inferplane.worker.v1.Tensor\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\n\n\x02id\x18\x05 \x01(\t\x12\x0b\n\x03seq\x18\x06 \x01(\x04\"\x9e\x01\n\rInferResponse\x12-\n\x07outputs\x18\x01 \x03(\x0b\x32\x1c.inferplane.worker.v1.Tensor\x12\x12\n\ncompute_ns\x18\x02 \x01(\x03\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x12\n\nerror_code\x18\x05 \x01(\x05\x12\x15\n\rerror_message\x18\x06 \x01(\t\"\x13\n\x11StatisticsRequest\"H\n\x0f\x42\x61tchStatistics\x12\x12\n\nbatch_size\x18\x01 \x01(\x05\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x12\n\ncompute_ns\x18\x03 \x01(\x04\"\xc5\x01\n\x0fModelStatistics\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0finference_count\x18\x03 \x01(\x04\x12\x17\n\x0f\x65xecution_count\x18\x04 \x01(\x04\x12\x12\n\ncompute_ns\x18\x05 \x01(\x04\x12\x15\n\rfailure_count\x18\x06 \x01(\x04\x12\x36\n\x07\x62\x61tches\x18\x07 \x03(\x0b\x32%.inferplane.worker.v1.BatchStatistics\"K\n\x12StatisticsResponse\x12\x35\n\x06models\x18\x01 \x03(\x0b\x32%.inferplane.worker.v1.ModelStatistics*q\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x32\xec\x02\n\x06Worker\x12S\n\x06Health\x12#.inferplane.worker.v1.HealthRequest\x1a$.inferplane.worker.v1.HealthResponse\x12P\n\x05Infer\x12\".inferplane.worker.v1.InferRequest\x1a#.inferplane.worker.v1.InferResponse\x12Z\n\x0bInferStream\x12\".inferplane.worker.v1.InferRequest\x1a#.inferplane.worker.v1.InferResponse(\x01\x30\x01\x12_\n\nStatistics\x12\'.inferplane.worker.v1.StatisticsRequest\x1a(.inferplane.worker.v1.StatisticsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inferplane.protos.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELSTATE']._serialized_start=1269
-  _globals['_MODELSTATE']._serialized_end=1382
+  _globals['_MODELSTATE']._serialized_start=1294
+  _globals['_MODELSTATE']._serialized_end=1407
   _globals['_HEALTHREQUEST']._serialized_start=56
   _globals['_HEALTHREQUEST']._serialized_end=71
   _globals['_MODELSTATUS']._serialized_start=74
   _globals['_MODELSTATUS']._serialized_end=263
   _globals['_HEALTHRESPONSE']._serialized_start=266
-  _globals['_HEALTHRESPONSE']._serialized_end=527
-  _globals['_TENSOR']._serialized_start=529
-  _globals['_TENSOR']._serialized_end=597
-  _globals['_INFERREQUEST']._serialized_start=600
-  _globals['_INFERREQUEST']._serialized_end=734
-  _globals['_INFERRESPONSE']._serialized_start=737
-  _globals['_INFERRESPONSE']._serialized_end=895
-  _globals['_STATISTICSREQUEST']._serialized_start=897
-  _globals['_STATISTICSREQUEST']._serialized_end=916
-  _globals['_BATCHSTATISTICS']._serialized_start=918
-  _globals['_BATCHSTATISTICS']._serialized_end=990
-  _globals['_MODELSTATISTICS']._serialized_start=993
-  _globals['_MODELSTATISTICS']._serialized_end=1190
-  _globals['_STATISTICSRESPONSE']._serialized_start=1192
-  _globals['_STATISTICSRESPONSE']._serialized_end=1267
-  _globals['_WORKER']._serialized_start=1385
-  _globals['_WORKER']._serialized_end=1749
+  _globals['_HEALTHRESPONSE']._serialized_end=552
+  _globals['_TENSOR']._serialized_start=554
+  _globals['_TENSOR']._serialized_end=622
+  _globals['_INFERREQUEST']._serialized_start=625
+  _globals['_INFERREQUEST']._serialized_end=759
+  _globals['_INFERRESPONSE']._serialized_start=762
+  _globals['_INFERRESPONSE']._serialized_end=920
+  _globals['_STATISTICSREQUEST']._serialized_start=922
+  _globals['_STATISTICSREQUEST']._serialized_end=941
+  _globals['_BATCHSTATISTICS']._serialized_start=943
+  _globals['_BATCHSTATISTICS']._serialized_end=1015
+  _globals['_MODELSTATISTICS']._serialized_start=1018
+  _globals['_MODELSTATISTICS']._serialized_end=1215
+  _globals['_STATISTICSRESPONSE']._serialized_start=1217
+  _globals['_STATISTICSRESPONSE']._serialized_end=1292
+  _globals['_WORKER']._serialized_start=1410
+  _globals['_WORKER']._serialized_end=1774
 # @@protoc_insertion_point(module_scope)

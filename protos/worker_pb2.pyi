@@ -43,7 +43,7 @@ class ModelStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., reason: _Optional[str] = ..., runtime: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., artifact_sha256: _Optional[str] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class HealthResponse(_message.Message):
-    __slots__ = ("ready", "draining", "target", "hardware", "device", "location_kind", "location_site", "cpu_fallback", "plan_hash", "models", "worker_version")
+    __slots__ = ("ready", "draining", "target", "hardware", "device", "location_kind", "location_site", "cpu_fallback", "plan_hash", "models", "worker_version", "location_source")
     READY_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class HealthResponse(_message.Message):
     PLAN_HASH_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     WORKER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_SOURCE_FIELD_NUMBER: _ClassVar[int]
     ready: bool
     draining: bool
     target: str
@@ -66,7 +67,8 @@ class HealthResponse(_message.Message):
     plan_hash: str
     models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
     worker_version: str
-    def __init__(self, ready: _Optional[bool] = ..., draining: _Optional[bool] = ..., target: _Optional[str] = ..., hardware: _Optional[str] = ..., device: _Optional[str] = ..., location_kind: _Optional[str] = ..., location_site: _Optional[str] = ..., cpu_fallback: _Optional[bool] = ..., plan_hash: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., worker_version: _Optional[str] = ...) -> None: ...
+    location_source: str
+    def __init__(self, ready: _Optional[bool] = ..., draining: _Optional[bool] = ..., target: _Optional[str] = ..., hardware: _Optional[str] = ..., device: _Optional[str] = ..., location_kind: _Optional[str] = ..., location_site: _Optional[str] = ..., cpu_fallback: _Optional[bool] = ..., plan_hash: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., worker_version: _Optional[str] = ..., location_source: _Optional[str] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("name", "datatype", "shape", "raw")

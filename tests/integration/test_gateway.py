@@ -77,6 +77,8 @@ async def serving(plan, endpoints):
     gateway = Gateway(plan)
     await gateway.start()
     gateway.set_replicas("laptop", endpoints)
+    # demo.infer's `laptop` serves on-prem-only models: a probe places each worker first.
+    assert await gateway.placement_checked(30.0)
     server, address = await start_server(gateway, "127.0.0.1:0", max_message_bytes=1 << 26)
     return gateway, server, address
 

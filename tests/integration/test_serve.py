@@ -1,10 +1,11 @@
 """`infc serve` as a real process: gateway, local workers, the demo client, metrics, a crash,
-drain.
+drain; and the on-prem rule checked against the location its workers report (`--location`).
 
 The spec is a copy of specs/demo.infer (with its models) in tmp_path, pinned
-to two replicas so that one can die while the other serves. Clients run in
+to two replicas so that one can die while the other serves. Its clients run in
 subprocesses: tritonclient and inferplane's stubs declare the same protobuf
-package and cannot load in one process. Every wait is bounded; the server
+package and cannot load in one process (the placement tests, which need no
+tritonclient, call with inferplane's stubs from here). Every wait is bounded; the server
 and any worker it started are killed when the test ends, whatever happened.
 """
 
@@ -70,11 +71,11 @@ for error in sorted(set(errors))[:5]: print("error:", error)
 
 
 class Server:
-    def __init__(self, spec: Path, log: Path) -> None:
+    def __init__(self, spec: Path, log: Path, *extra: str) -> None:
         self.log = log
         with log.open("wb") as stderr:
             self.process = subprocess.Popen(
-                [*INFC, "serve", str(spec), *LISTEN, "--grace", "5"],
+                [*INFC, "serve", str(spec), *LISTEN, "--grace", "5", *extra],
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 stdin=subprocess.DEVNULL,
@@ -260,3 +261,100 @@ def test_serve_refuses_a_spec_with_errors(tmp_path: Path):
     assert result.returncode == 1
     assert "error[" in result.stderr
     assert result.stdout == ""
+
+
+# --- the on-prem rule against the location the workers report
+
+LAB_SPEC = """\
+target box {
+  hardware cpu
+  threads  1
+  location onprem "lab-1"
+}
+
+model fraud-lite {
+  source "models/fraud-lite.onnx"
+  input  features fp32[batch, 30]
+  output score    fp32[batch, 2]
+  shard  box
+  privacy on-prem-only
+}
+"""
+REFUSED_WATCH_S = 3.0  # how long a refused worker is watched staying out (several re-probes)
+
+
+@pytest.fixture
+def lab_spec(example_models: Path, tmp_path: Path) -> Path:
+    """One on-prem-only model on one on-prem target, declared at site `lab-1`."""
+    (tmp_path / "models").mkdir()
+    shutil.copy(example_models / "fraud-lite.onnx", tmp_path / "models")
+    spec = tmp_path / "lab.infer"
+    spec.write_text(LAB_SPEC, encoding="utf-8")
+    return spec
+
+
+def worker_location(server: Server) -> tuple[str, str, str]:
+    """What the local worker's Health says of where it runs (over its unix socket)."""
+    import grpc
+
+    from inferplane.protos import worker_pb2, worker_pb2_grpc
+
+    (address,) = re.findall(
+        r"event=worker_ready worker=box-0 pid=\d+ address=(\S+)", server.stderr()
+    )
+    with grpc.insecure_channel(address) as channel:
+        health = worker_pb2_grpc.WorkerStub(channel).Health(worker_pb2.HealthRequest(), timeout=10)
+    return health.location_kind, health.location_site, health.location_source
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(
+    ("location", "placed"), [("cloud:gcp-europe", False), ("onprem:lab-1", True)]
+)
+def test_serve_admits_only_workers_that_report_the_declared_on_prem_site(
+    lab_spec: Path, tmp_path: Path, location: str, placed: bool
+):
+    import grpc
+    import numpy as np
+
+    from inferplane.gateway import converters
+    from inferplane.gateway.domain import InferRequest
+    from inferplane.protos import grpc_service_pb2 as pb
+    from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
+
+    # The flag, passed on to the worker, wins over any INFERPLANE_LOCATION here.
+    server = Server(lab_spec, tmp_path / "serve.log", "--location", location)
+    request = converters.infer_request_to_proto(
+        InferRequest("fraud-lite", "", "p0", {"features": np.zeros((1, 30), np.float32)})
+    )
+    try:
+        line = server.wait_serving()
+        match = re.fullmatch(r"serving \S+ on (127\.0\.0\.1:\d+): 1 model, 1 worker", line)
+        assert match, line
+        assert worker_location(server) == (*location.split(":", 1), "host")
+        with grpc.insecure_channel(match.group(1)) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            if placed:
+                # The serving line follows the first placement probe: ready at once.
+                assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+                reply = stub.ModelInfer(request, timeout=30)
+                assert converters.infer_response_from_proto(reply)["score"].shape == (1, 2)
+                assert "event=placement_" not in server.stderr()
+            else:
+                end = time.monotonic() + REFUSED_WATCH_S
+                while time.monotonic() < end:
+                    assert not stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+                    time.sleep(0.2)
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.ModelInfer(request, timeout=30)
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                log = server.stderr()
+                assert log.count("event=placement_refused") == 1, log  # re-probed, logged once
+                assert (
+                    "event=placement_refused target=box replica=box/0 endpoint=unix:" in log
+                    and " kind=cloud site=gcp-europe source=host models=fraud-lite@1 " in log
+                ), log
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
+    finally:
+        server.close()

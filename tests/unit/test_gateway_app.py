@@ -27,7 +27,8 @@ LIMIT_S = 10.0
 class FakeWorker:
     """Echo: fraud models answer `score = features[:, :2]`, support-intent one row of
     the text's length per item. `gate` (when set) holds each call until it is set;
-    `fail` is raised after the gate."""
+    `fail` is raised after the gate. Its Health places it where demo.infer's `laptop`
+    is declared, as its host says (`location` is (kind, site, source))."""
 
     def __init__(self, endpoint: str):
         self.endpoint = endpoint
@@ -35,6 +36,8 @@ class FakeWorker:
         self.gate: asyncio.Event | None = None
         self.fail: Exception | None = None
         self.arrived = asyncio.Event()
+        self.location = ("onprem", "localhost", "host")
+        self.probes = 0
 
     async def infer(self, model, version, arrays, *, timeout=None, request_id=""):
         self.calls.append((model, version, dict(arrays)))
@@ -52,7 +55,11 @@ class FakeWorker:
     async def health(self, *, timeout=None):
         from inferplane.gateway.worker_client import WorkerHealth
 
-        return WorkerHealth(ready=True)
+        self.probes += 1
+        kind, site, source = self.location
+        return WorkerHealth(
+            ready=True, location_kind=kind, location_site=site, location_source=source
+        )
 
     async def close(self):
         pass
@@ -85,6 +92,8 @@ async def started(plan: Plan, fakes: Fakes, *endpoints: str, **kwargs) -> Gatewa
     gateway = Gateway(plan, rng=random.Random(7), client_factory=fakes, **kwargs)
     await gateway.start()
     gateway.set_replicas("laptop", list(endpoints or ["w0"]))
+    # demo.infer's models are on-prem-only: a probe places each replica first.
+    assert await gateway.placement_checked(LIMIT_S)
     return gateway
 
 
@@ -230,6 +239,7 @@ def test_a_worker_dying_mid_batch_is_retried_on_another_answered_once(plan):
         task = asyncio.create_task(gateway.infer(fraud(2, seed=3), deadline=None))
         await until(lambda: len(dying.calls) == 1)
         gateway.set_replicas("laptop", ["dying", "healthy"])
+        assert await gateway.placement_checked(LIMIT_S)
         dying.fail = errors.Unavailable("worker dying: connection reset")
         dying.gate.set()
         outcome = await task
@@ -267,6 +277,8 @@ def test_without_replicas_it_is_unavailable_and_not_ready(plan):
         with pytest.raises(errors.Unavailable, match="no live replica"):
             await gateway.infer(fraud(), deadline=None)
         gateway.set_replicas("laptop", ["w0"])
+        assert not gateway.ready  # until a probe has placed it
+        assert await gateway.placement_checked(LIMIT_S)
         assert gateway.ready and gateway.model_ready("payments")
         with pytest.raises(ValueError, match="unknown target"):
             gateway.set_replicas("nowhere", [])
@@ -407,6 +419,7 @@ def test_requests_errors_batches_and_slo_violations_are_counted(plan):
         )
         await gateway.start()
         gateway.set_replicas("laptop", ["w0"])
+        assert await gateway.placement_checked(LIMIT_S)
         worker = factory("w0")
         # fraud-scorer@1 aims at p50 ≤ 5 ms and p99 ≤ 20 ms: 30 ms misses both, 3 ms neither.
         worker.seconds = 0.030
@@ -488,5 +501,189 @@ def test_queue_depth_and_worker_up_follow_the_fleet(plan):
         gateway.set_replicas("laptop", ["w0"])
         assert value("inferplane_worker_up", target="laptop", replica="w1") == 0
         await gateway.drain(1.0)
+
+    run(scenario())
+
+
+# --- placement: the on-prem rule against where each worker says it runs
+
+
+def no_on_prem_rule(plan: Plan) -> Plan:
+    """The plan with no on-prem-only model: its target has nothing to check."""
+    models = [
+        m.model_copy(update={"privacy": m.privacy.model_copy(update={"on_prem_only": False})})
+        for m in plan.models
+    ]
+    return plan.model_copy(update={"models": models})
+
+
+def placement_logs(caplog) -> list[tuple[str, str]]:
+    return [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.name == "inferplane.gateway.app" and "event=placement_" in r.getMessage()
+    ]
+
+
+def test_a_replica_reporting_cloud_gets_no_request_and_is_rechecked(plan, caplog):
+    caplog.set_level("INFO", logger="inferplane.gateway.app")
+
+    async def scenario():
+        from inferplane.gateway.metrics import Metrics
+
+        clock, fakes, metrics = SteppedClock(), Fakes(), Metrics()
+        fakes("w0").location = ("cloud", "gcp:europe-west1", "host")
+        gateway = Gateway(plan, clock=clock, client_factory=fakes, metrics=metrics)
+        await gateway.start()
+        gateway.set_replicas("laptop", ["w0"])
+        assert await gateway.placement_checked(LIMIT_S)
+        assert not gateway.ready and not gateway.model_ready("fraud-scorer")
+        with pytest.raises(errors.Unavailable, match="no live replica"):
+            await gateway.infer(fraud(), deadline=None)
+        assert (
+            scraped(metrics)[
+                "inferplane_worker_up", frozenset({"target": "laptop", "replica": "w0"}.items())
+            ]
+            == 0
+        )
+        # Probed again after its backoff: still refused, and not logged again.
+        clock.t += 60
+        await until(lambda: fakes("w0").probes == 2)
+        assert not gateway.ready
+        # The operator moves it: the next probe admits it.
+        fakes("w0").location = ("onprem", "localhost", "host")
+        clock.t += 60
+        await until(lambda: gateway.ready)
+        await gateway.infer(fraud(), deadline=None)
+        await gateway.drain(1.0)
+        return fakes("w0")
+
+    worker = run(scenario())
+    assert len(worker.calls) == 1  # only the request after the move
+    logs = placement_logs(caplog)
+    assert [level for level, _ in logs] == ["ERROR", "INFO"]
+    assert logs[0][1].startswith(
+        "event=placement_refused target=laptop replica=laptop/0 endpoint=w0 kind=cloud "
+        "site=gcp:europe-west1 source=host models=fraud-lite@1,fraud-scorer@1,fraud-scorer@2 "
+        'why="target `laptop` replica w0 reports cloud'
+    )
+    assert logs[1][1].startswith("event=placement_verified target=laptop replica=laptop/0")
+
+
+def test_a_replica_at_another_on_prem_site_is_refused(plan, caplog):
+    async def scenario():
+        fakes = Fakes()
+        fakes("w0").location = ("onprem", "ams-dc2", "host")
+        gateway = Gateway(plan, client_factory=fakes)
+        await gateway.start()
+        gateway.set_replicas("laptop", ["w0"])
+        assert await gateway.placement_checked(LIMIT_S)
+        assert not gateway.ready
+        await gateway.drain(1.0)
+
+    run(scenario())
+    ((level, message),) = placement_logs(caplog)
+    assert level == "ERROR" and 'reports onprem \\"ams-dc2\\"' in message
+
+
+def test_an_on_prem_replica_at_the_declared_site_is_used_without_a_word(plan, caplog):
+    caplog.set_level("INFO", logger="inferplane.gateway.app")
+
+    async def scenario():
+        fakes = Fakes()
+        gateway = Gateway(plan, client_factory=fakes)
+        await gateway.start()
+        gateway.set_replicas("laptop", ["w0"])
+        assert not gateway.ready  # no request before the probe
+        assert await gateway.placement_checked(LIMIT_S)
+        assert gateway.ready
+        await gateway.infer(fraud(), deadline=None)
+        await gateway.drain(1.0)
+        return fakes("w0")
+
+    worker = run(scenario())
+    assert worker.probes == 1 and len(worker.calls) == 1
+    assert placement_logs(caplog) == []
+
+
+def test_a_declared_location_is_used_with_one_warning(plan, caplog):
+    async def scenario():
+        fakes = Fakes()
+        fakes("w0").location = ("onprem", "localhost", "declared")
+        gateway = await started(plan, fakes, "w0")
+        await gateway.infer(fraud(), deadline=None)
+        # The worker restarts on the same socket: probed again, not warned again.
+        gateway.set_replicas("laptop", [])
+        gateway.set_replicas("laptop", ["w0"])
+        assert await gateway.placement_checked(LIMIT_S)
+        await gateway.infer(fraud(), deadline=None)
+        await gateway.drain(1.0)
+        return fakes("w0")
+
+    worker = run(scenario())
+    assert worker.probes == 2 and len(worker.calls) == 2
+    ((level, message),) = placement_logs(caplog)
+    assert level == "WARNING"
+    assert message.startswith("event=placement_unverified target=laptop")
+    assert "INFERPLANE_LOCATION (onprem:localhost if it runs there)" in message
+
+
+def test_remote_workers_of_a_bound_target_start_unverified(plan):
+    laptop = plan.targets[0].model_copy(update={"workers": ["r0", "r1"]})
+    remote = plan.model_copy(update={"targets": [laptop]})
+
+    async def scenario():
+        fakes = Fakes()
+        fakes("r1").location = ("cloud", "aws:us-east-1", "host")
+        gateway = Gateway(remote, client_factory=fakes)
+        assert gateway.fleet.pool("laptop").live() == []
+        await gateway.start()
+        assert await gateway.placement_checked(LIMIT_S)
+        assert [r.endpoint for r in gateway.fleet.pool("laptop").live()] == ["r0"]
+        for seed in range(5):
+            await gateway.infer(fraud(seed=seed), deadline=None)
+        await gateway.drain(1.0)
+        return fakes
+
+    fakes = run(scenario())
+    assert len(fakes("r0").calls) == 5 and fakes("r1").calls == []
+
+
+def test_a_target_without_on_prem_only_models_is_not_probed_before_use(plan):
+    async def scenario():
+        fakes = Fakes()
+        fakes("w0").location = ("cloud", "anywhere", "host")  # nothing forbids it
+        gateway = Gateway(no_on_prem_rule(plan), client_factory=fakes)
+        await gateway.start()
+        gateway.set_replicas("laptop", ["w0"])
+        assert gateway.ready  # at once, as before
+        await gateway.infer(fraud(), deadline=None)
+        await gateway.drain(1.0)
+        return fakes("w0")
+
+    worker = run(scenario())
+    assert worker.probes == 0 and len(worker.calls) == 1
+
+
+@pytest.mark.parametrize(("hardware", "slots"), [("cpu", 1), ("gpu", 2), ("tpu", 2)])
+def test_a_replica_runs_as_many_batches_at_once_as_its_hardware_allows(plan, hardware, slots):
+    targets = [t.model_copy(update={"hardware": hardware}) for t in plan.targets]
+    plan = without_slos(plan.model_copy(update={"targets": targets}))
+
+    async def scenario():
+        fakes = Fakes()
+        gateway = await started(plan, fakes)
+        worker = fakes("w0")
+        worker.gate = asyncio.Event()
+        tasks = [
+            asyncio.create_task(gateway.infer(fraud(1, seed=s), deadline=None)) for s in range(4)
+        ]
+        await until(lambda: len(worker.calls) == slots)
+        await asyncio.sleep(0.02)
+        assert len(worker.calls) == slots  # the rest wait in the queue, and batch
+        worker.gate.set()
+        await asyncio.gather(*tasks)
+        assert sum(c[2]["features"].shape[0] for c in worker.calls) == 4
+        await gateway.drain(1)
 
     run(scenario())

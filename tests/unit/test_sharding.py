@@ -333,6 +333,36 @@ def test_bad_backoffs_are_refused():
             Backoff(**kwargs)
 
 
+def test_a_verifying_pool_admits_replicas_only_through_a_probe(clock):
+    target = pool("cpu", 2, clock, backoff=Backoff(base_s=1, cap_s=8, jitter=0), verify=True)
+    a, b = target.replicas
+    assert a.health is b.health is Health.UNVERIFIED
+    assert target.live() == [] and target.awaiting_first_probe() == [a, b]
+    target.eject(a)  # not live: nothing to eject
+    assert a.health is Health.UNVERIFIED
+    assert target.next_probe_at() == clock.now  # due at once, no backoff first
+    assert target.due_probes() == [a, b] and target.due_probes() == []
+    target.probed(a, ok=True)
+    target.probed(b, ok=False)  # refused: ejected with the usual backoff
+    assert target.live() == [a] and a.verified and not b.verified
+    assert target.awaiting_first_probe() == []
+    assert b.health is Health.EJECTED and b.ejected_until - clock.now == 1
+    clock.advance(1)
+    assert target.due_probes() == [b]
+    target.probed(b, ok=True)
+    assert target.live() == [a, b]
+    assert target.add("cpu-2:9100").health is Health.UNVERIFIED
+
+
+def test_a_fleet_verifies_only_the_pools_it_is_told_to(fraud, clock):
+    f = fleet(fraud, clock, verify={"cpu-fra"})
+    assert f.pool("cpu-fra").verify and f.pool("cpu-fra").live() == []
+    assert [r.health for r in f.pool("cpu-fra").replicas] == [Health.UNVERIFIED] * 2
+    assert not f.pool("cpu-ams").verify and len(f.pool("cpu-ams").live()) == 1
+    with pytest.raises(NoReplica):
+        ShardPicker("m@1", [Shard(f.pool("cpu-fra"), 1)], rng=random.Random(0)).pick()
+
+
 def test_removed_replicas_ids_are_never_reused(clock):
     target = pool("cpu", 2, clock)
     target.remove(target.replicas[1])

@@ -196,6 +196,18 @@ def test_workers_start_in_their_slots_and_are_reported_when_ready(tmp_path: Path
     asyncio.run(main())
 
 
+def test_the_host_location_is_passed_to_each_worker(tmp_path: Path):
+    async def main() -> None:
+        h = Harness(tmp_path, location="onprem:localhost")
+        await h.supervisor.start()
+        await h.supervisor.wait_ready(timeout_s=5)
+        for worker in h.spawned:
+            assert worker.argv[-2:] == ["--location", "onprem:localhost"]
+        await h.supervisor.stop(grace_s=1)
+
+    asyncio.run(main())
+
+
 def test_a_crashed_worker_leaves_the_set_at_once_and_restarts_with_backoff(tmp_path: Path):
     async def main() -> None:
         h = Harness(tmp_path)

@@ -15,14 +15,17 @@ import asyncio
 import logging
 import re
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import grpc
 import numpy as np
 import pytest
 
 from inferplane.backends import tensors
+from inferplane.backends.host_location import HostLocation
 from inferplane.backends.logfmt import kv
 from inferplane.backends.runtime import BadBatch, LoadFailed, RuntimeInfo, WrongDevice
 from inferplane.backends.worker import (
@@ -36,6 +39,7 @@ from inferplane.backends.worker import (
     warm_up_sizes,
 )
 from inferplane.backends.worker_service import (
+    QUICK_NS,
     STATUS,
     WorkerService,
     check_listen,
@@ -485,6 +489,17 @@ def test_health_describes_the_target_and_each_model():
     assert (failed.runtime, failed.device) == ("", "")
 
 
+def test_health_reports_the_hosts_location_else_the_declared_one():
+    declared = core_with().health()
+    assert (declared.location_kind, declared.location_site) == ("onprem", "fra-dc1")
+    assert declared.location_source == "declared"
+    host = core_with(location=HostLocation("cloud", "gcp:europe-west1")).health()
+    assert (host.location_kind, host.location_site) == ("cloud", "gcp:europe-west1")
+    assert host.location_source == "host"
+    kind_only = core_with(location=HostLocation("onprem")).health()
+    assert (kind_only.location_kind, kind_only.location_site) == ("onprem", "")
+
+
 # -- draining -------------------------------------------------------------------------------
 
 
@@ -653,6 +668,7 @@ def test_health_and_statistics_convert_every_field(service_of):
         "cpu",
         "fra-dc1",
     )
+    assert health.location_source == "declared"
     assert not health.ready
     by_name = {(m.name, m.version): m for m in health.models}
     assert by_name[("echo", 1)].state == pb.MODEL_STATE_READY
@@ -858,3 +874,38 @@ def test_log_lines_are_key_value_and_quote_spaces():
     assert kv("failed", reason='no "cuda" here', sizes=[1, 2]) == (
         'event=failed reason="no \\"cuda\\" here" sizes=1,2'
     )
+
+
+class RecordsThread(Echo):
+    """Echo that records the thread each batch ran on, and can be made slow."""
+
+    threads: ClassVar[list[str]] = []
+    compute_s = 0.0
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        RecordsThread.threads.append(threading.current_thread().name)
+        if RecordsThread.compute_s:
+            time.sleep(RecordsThread.compute_s)
+        return super().infer(inputs)
+
+
+def test_a_quick_model_runs_on_the_event_loop_and_a_slow_one_in_the_pool(service_of):
+    RecordsThread.threads = []
+
+    async def scenario(compute_s: float) -> list[str]:
+        RecordsThread.compute_s = compute_s
+        RecordsThread.threads = []
+        stream = StreamDriver(service_of(core_with({("echo", 1): RecordsThread})))
+        for seq in range(4):  # one at a time: the first one is measured in the pool
+            stream.send(_row("echo", 1, seq=seq))
+            assert (await stream.answer()).error_code == 0
+        stream.close()
+        assert await stream.end() is None
+        return RecordsThread.threads
+
+    loop_thread = threading.current_thread().name
+    quick = asyncio.run(scenario(0.0))
+    assert quick[0] != loop_thread  # not measured yet: the pool
+    assert quick[1:] == [loop_thread] * 3
+    slow = asyncio.run(scenario(3 * QUICK_NS / 1e9))
+    assert loop_thread not in slow
