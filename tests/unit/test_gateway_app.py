@@ -675,15 +675,14 @@ def test_a_replica_runs_as_many_batches_at_once_as_its_hardware_allows(plan, har
         gateway = await started(plan, fakes)
         worker = fakes("w0")
         worker.gate = asyncio.Event()
-        tasks = [
-            asyncio.create_task(gateway.infer(fraud(1, seed=s), deadline=None)) for s in range(4)
-        ]
-        await until(lambda: len(worker.calls) == slots)
-        await asyncio.sleep(0.02)
+        tasks = []
+        for seed in range(4):  # one by one: requests read in one loop pass form one batch
+            tasks.append(asyncio.create_task(gateway.infer(fraud(1, seed=seed), deadline=None)))
+            await asyncio.sleep(0.01)  # past the batch window (1 ms)
         assert len(worker.calls) == slots  # the rest wait in the queue, and batch
         worker.gate.set()
         await asyncio.gather(*tasks)
-        assert sum(c[2]["features"].shape[0] for c in worker.calls) == 4
+        assert [len(c[2]["features"]) for c in worker.calls] == [1] * slots + [4 - slots]
         await gateway.drain(1)
 
     run(scenario())
