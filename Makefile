@@ -38,8 +38,8 @@ demo: $(MODELS)
 	  echo "make demo: $(DEMO_ADDR) is in use; stop what holds it, or run" \
 	    "make demo DEMO_ADDR=127.0.0.1:PORT" >&2; exit 1; fi; \
 	out=$$(mktemp); log=$$(mktemp); \
-	echo "== infc serve specs/demo.infer --listen $(DEMO_ADDR)   (its log: $$log)"; \
-	$(BIN)/infc serve specs/demo.infer --listen $(DEMO_ADDR) >$$out 2>$$log & pid=$$!; \
+	echo "== infc serve specs/demo.infer --listen $(DEMO_ADDR) --location onprem:localhost   (its log: $$log)"; \
+	$(BIN)/infc serve specs/demo.infer --listen $(DEMO_ADDR) --location onprem:localhost >$$out 2>$$log & pid=$$!; \
 	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid 2>/dev/null; rm -f $$out' EXIT INT TERM; \
 	for i in $$(seq 600); do \
 	  grep -q '^serving' $$out && break; kill -0 $$pid 2>/dev/null || break; sleep 0.2; done; \

@@ -34,6 +34,7 @@ from typing import Any, TextIO
 
 import grpc
 
+from inferplane.backends import event_loop
 from inferplane.backends import worker_convert as convert
 from inferplane.backends.logfmt import kv
 from inferplane.backends.runtime import BadBatch
@@ -341,6 +342,6 @@ def serve(
 
     restore = _install_signals(stop) if handle_signals else (lambda: None)
     try:
-        return asyncio.run(run())
+        return event_loop.run(run())
     finally:
         restore()

@@ -28,7 +28,7 @@ import signal
 import sys
 import tempfile
 
-from inferplane.backends import host_location
+from inferplane.backends import event_loop, host_location
 from inferplane.cli.console import Console, configure_logging
 from inferplane.cli.spec_input import compile_for_running
 
@@ -106,7 +106,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     configure_logging(console.err)
     run_dir = tempfile.mkdtemp(prefix="infc-serve-")  # short: unix socket paths are limited
     try:
-        return asyncio.run(_serve(args, console, compilation.plan, Gateway, start_server, run_dir))
+        return event_loop.run(
+            _serve(args, console, compilation.plan, Gateway, start_server, run_dir)
+        )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 

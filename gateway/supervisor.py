@@ -128,7 +128,7 @@ async def spawn_process(argv: Sequence[str]) -> WorkerProcess:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        process_group=0,
+        start_new_session=True,  # its own group (uvloop has no process_group)
         preexec_fn=_die_with_parent if _PRCTL is not None else None,
     )
     return _OsProcess(process)
