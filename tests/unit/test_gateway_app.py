@@ -141,6 +141,13 @@ def test_concurrent_requests_are_merged_and_split_back_exactly(plan):
         stats = gateway.statistics("fraud-scorer", "1")[0]
         assert (stats.execution_count, stats.inference_count, stats.success.count) == (2, 8, 5)
         assert {b.batch_size for b in stats.batches} == {1, 7}
+        # perf_analyzer refuses statistics whose three compute counts differ:
+        # each phase is counted once per request, per batch once per execution.
+        phases = (stats.compute_input, stats.compute_infer, stats.compute_output)
+        assert [d.count for d in phases] == [5, 5, 5]
+        assert stats.compute_infer.ns == 5 * 1000  # the fake worker's compute_ns, per request
+        for b in stats.batches:
+            assert b.compute_input.count == b.compute_infer.count == b.compute_output.count == 1
         await gateway.drain(1.0)
 
     run(scenario())
