@@ -25,7 +25,8 @@ One request, `infer`:
 6. it joins that shard's queue and waits for its answer.
 
 One lane per (model version, shard) owns the queue and a driver task
-(gateway/lanes.py, `LaneDriver`, which `Gateway` extends): it batches by
+(gateway/lanes.py, `LaneDriver`, which `Gateway` extends; the probes, placement checks and
+readiness are `membership.MembershipDriver`'s): it batches by
 `BatchPolicy.decide`, sends each batch to a replica with a free slot, feeds the
 measured time to the lane's `ServiceTimeModel`, and retries a retriable failure
 on a replica not tried yet. Ejected replicas are probed with the worker's
@@ -42,21 +43,19 @@ changes; each replica's live state when membership or health changes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar
 
 import numpy as np
 
 from inferplane.backends.batch import check_batch, check_outputs, label
-from inferplane.backends.logfmt import kv
 from inferplane.backends.runtime import BadBatch
 from inferplane.compiler import plan as plan_mod
 from inferplane.gateway import admission, domain, placement, redaction
@@ -69,17 +68,17 @@ from inferplane.gateway.errors import (
     status_of,
 )
 from inferplane.gateway.lanes import Job, Lane, LaneDriver, new_lane
-from inferplane.gateway.metrics import NullMetrics, replica_label
+from inferplane.gateway.membership import MembershipDriver
+from inferplane.gateway.metrics import NullMetrics
 from inferplane.gateway.retries import Attempts
 from inferplane.gateway.routing import ModelKey, RouteTable
-from inferplane.gateway.sharding import Fleet, NoReplica, Replica, TargetPool
-from inferplane.gateway.worker_client import GrpcWorkerClient, WorkerClient, WorkerHealth
+from inferplane.gateway.sharding import Fleet, NoReplica
+from inferplane.gateway.statistics import Counts
+from inferplane.gateway.worker_client import GrpcWorkerClient, WorkerClient
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-PROBE_TIMEOUT_S = 2.0
-PROBE_IDLE_S = 0.5  # how often a pool with nothing ejected looks again
 MAX_RETRIES = 2
 
 
@@ -103,49 +102,7 @@ class _Served:
     key: ModelKey | None = None
 
 
-@dataclass
-class Counts:
-    """Cumulative figures of one model version (or route), for ModelStatistics."""
-
-    success: list[int] = field(default_factory=lambda: [0, 0])  # count, ns
-    fail: list[int] = field(default_factory=lambda: [0, 0])
-    queue: list[int] = field(default_factory=lambda: [0, 0])
-    # The three compute phases as Triton counts them, each once per request
-    # (perf_analyzer requires the three counts to agree): the gateway merging
-    # the batch's inputs, the runtime's own time as the worker reports it,
-    # and the gateway splitting the outputs. The transport to and from the
-    # worker is in none of them (perf_analyzer shows it as overhead).
-    compute_input: list[int] = field(default_factory=lambda: [0, 0])
-    compute: list[int] = field(default_factory=lambda: [0, 0])
-    compute_output: list[int] = field(default_factory=lambda: [0, 0])
-    inferences: int = 0
-    executions: int = 0
-    # batch size -> [executions, input ns, infer ns, output ns]
-    batches: dict[int, list[int]] = field(default_factory=dict)
-    last_ms: int = 0
-
-    def record(self, name: str, version: int) -> domain.ModelStats:
-        d = domain.Duration
-        return domain.ModelStats(
-            name=name,
-            version=version,
-            last_inference_ms=self.last_ms,
-            inference_count=self.inferences,
-            execution_count=self.executions,
-            success=d(*self.success),
-            fail=d(*self.fail),
-            queue=d(*self.queue),
-            compute_input=d(*self.compute_input),
-            compute_infer=d(*self.compute),
-            compute_output=d(*self.compute_output),
-            batches=tuple(
-                domain.BatchStats(size, d(count, into), d(count, infer), d(count, out))
-                for size, (count, into, infer, out) in sorted(self.batches.items())
-            ),
-        )
-
-
-class Gateway(LaneDriver):
+class Gateway(MembershipDriver, LaneDriver):
     """The gateway core over one plan (see the module docstring)."""
 
     # Batches one replica runs at once, by the target's hardware (tests may set
@@ -273,11 +230,6 @@ class Gateway(LaneDriver):
     @property
     def draining(self) -> bool:
         return self._draining
-
-    def add_ready_listener(self, listener: Callable[[bool], None]) -> None:
-        """Call `listener(ready)` whenever `ready` changes (the health service uses it)."""
-        self._listeners.append(listener)
-        listener(self.ready)
 
     def model_ready(self, name: str, version: str = "") -> bool:
         """Whether a model version (or any model of a route) can take requests."""
@@ -527,107 +479,3 @@ class Gateway(LaneDriver):
         if self._depths.get(name) != depth:
             self._depths[name] = depth
             self.metrics.queue_depth(name, depth)
-
-    def _publish_workers(self, pool: TargetPool) -> bool:
-        """worker_up of each replica of `pool`; 0 for those it no longer has (a
-        restarting local worker comes back under the same label). Returns
-        whether anything changed since the last call (every batch's end calls it)."""
-        state = tuple((r.endpoint, r.live) for r in pool.replicas)
-        if self._published.get(pool.name) == state:
-            return False
-        self._published[pool.name] = state
-        seen = self._up_labels.setdefault(pool.name, set())
-        current = {replica_label(r.endpoint): r.live for r in pool.replicas}
-        for name, up in current.items():
-            self.metrics.worker_up(pool.name, name, up)
-        for gone in seen - current.keys():
-            self.metrics.worker_up(pool.name, gone, False)
-        seen.update(current)
-        return True
-
-    def _notify_ready(self) -> None:
-        ready = self.ready
-        if ready != self._was_ready:
-            self._was_ready = ready
-            for listener in self._listeners:
-                listener(ready)
-
-    async def _probe(self, pool: TargetPool) -> None:
-        """Health-check each replica when it is due: an ejected one when its backoff
-        ends (re-admitted when ready), a new one of a verifying pool at once.
-
-        On a target bound by the on-prem rule every probe also checks where the
-        worker says it runs (`_placed`), and only a placement that passes admits
-        it; a refused replica stays out (worker_up 0) and is probed again after
-        the usual backoff, so a host that an operator fixes comes back. A replica
-        never admitted yet needs to answer and be placed, not to be ready: added
-        to any other pool it would start live, and so it still does once placed.
-        """
-        rule = self._placement.get(pool.name)
-        wake = self._probe_now[pool.name]
-        while True:
-            wake.clear()
-            for replica in pool.due_probes():
-                try:
-                    health = await self._client(replica.endpoint).health(timeout=PROBE_TIMEOUT_S)
-                except GatewayError:
-                    ok = False
-                else:
-                    ok = (health.ready or not replica.verified) and not health.draining
-                    if rule is not None:
-                        ok = self._placed(rule, replica, health) and ok
-                pool.probed(replica, ok)
-                self._publish_workers(pool)
-                self._wake(pool.name)
-                self._notify_ready()
-                async with self._probes_reported:
-                    self._probes_reported.notify_all()
-            next_at = pool.next_probe_at()
-            delay = PROBE_IDLE_S if next_at is None else next_at - self._clock()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), min(max(delay, 0.0), PROBE_IDLE_S))
-
-    def _placed(self, rule: placement.Rule, replica: Replica, health: WorkerHealth) -> bool:
-        """Whether the worker runs where the on-prem rule allows; each verdict is
-        logged when it changes for its (target, endpoint), so a refused replica
-        is logged once however often it is probed, and a restarted local worker
-        (same socket) is not warned about again."""
-        report = placement.Report(
-            health.location_kind, health.location_site, health.location_source
-        )
-        verdict = rule.check(replica.endpoint, report)
-        key = (rule.target, replica.endpoint)
-        last, self._verdicts[key] = self._verdicts.get(key), verdict
-        if verdict != last:
-            fields = {
-                "target": rule.target,
-                "replica": replica.id,
-                "endpoint": replica.endpoint,
-                "kind": report.kind or None,
-                "site": report.site or None,
-                "source": report.source or "declared",
-            }
-            if isinstance(verdict, placement.Refused):
-                log.error(
-                    kv("placement_refused", **fields, models=verdict.models, why=verdict.message)
-                )
-            elif isinstance(verdict, placement.Unverifiable):
-                log.warning(kv("placement_unverified", **fields, why=verdict.message))
-            elif last is not None:
-                log.info(kv("placement_verified", **fields))
-        return verdict.allowed
-
-    async def placement_checked(self, timeout_s: float) -> bool:
-        """Wait, at most `timeout_s`, until every replica that joined unverified has
-        had its first probe (placed or refused); whether it came to that. `infc
-        serve` waits on it, so that its `serving` line follows the first verdicts."""
-
-        def settled() -> bool:
-            return not any(pool.awaiting_first_probe() for pool in self.fleet.pools.values())
-
-        async with self._probes_reported:
-            try:
-                await asyncio.wait_for(self._probes_reported.wait_for(settled), timeout_s)
-            except TimeoutError:
-                return False
-        return True

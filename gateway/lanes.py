@@ -46,7 +46,7 @@ from inferplane.gateway.sharding import NoReplica, Replica, Shard, ShardPicker, 
 from inferplane.gateway.worker_client import WorkerClient
 
 if TYPE_CHECKING:
-    from inferplane.gateway.app import Counts
+    from inferplane.gateway.statistics import Counts
 
 # The gateway's logger: operators grep for `inferplane.gateway.app event=batch_retry`.
 log = logging.getLogger("inferplane.gateway.app")
