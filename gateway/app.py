@@ -24,9 +24,10 @@ One request, `infer`:
    the route's fallback, or refuse (RESOURCE_EXHAUSTED);
 6. it joins that shard's queue and waits for its answer.
 
-One lane per (model version, shard) owns the queue and a driver task
-(gateway/lanes.py, `LaneDriver`, which `Gateway` extends; the probes, placement checks and
-readiness are `membership.MembershipDriver`'s): it batches by
+One lane per (model version, shard) owns the queue, stepped by event-loop
+callbacks (gateway/lanes.py, `LaneDriver`, which `Gateway` extends; the
+probes, placement checks and readiness are `membership.MembershipDriver`'s):
+it batches by
 `BatchPolicy.decide`, sends each batch to a replica with a free slot, feeds the
 measured time to the lane's `ServiceTimeModel`, and retries a retriable failure
 on a replica not tried yet. Ejected replicas are probed with the worker's
