@@ -128,7 +128,9 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
         from inferplane.gateway.metrics import Metrics
 
         metrics = Metrics()
-    gateway = gateway_class(plan, metrics=metrics)
+    from inferplane.gateway.saturation import LoadGauge
+
+    gateway = gateway_class(plan, metrics=metrics, load=LoadGauge())
     supervisor = Supervisor(
         plan,
         args.spec,

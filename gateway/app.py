@@ -73,6 +73,7 @@ from inferplane.gateway.membership import MembershipDriver
 from inferplane.gateway.metrics import NullMetrics
 from inferplane.gateway.retries import Attempts
 from inferplane.gateway.routing import ModelKey, RouteTable
+from inferplane.gateway.saturation import LoadGauge
 from inferplane.gateway.sharding import Fleet, NoReplica
 from inferplane.gateway.statistics import Counts
 from inferplane.gateway.worker_client import GrpcWorkerClient, WorkerClient
@@ -127,9 +128,13 @@ class Gateway(MembershipDriver, LaneDriver):
         rng: random.Random | None = None,
         client_factory: Callable[[str], WorkerClient] | None = None,
         metrics: NullMetrics | None = None,
+        load: LoadGauge | None = None,
     ):
         self.plan = plan
         self.metrics = metrics if metrics is not None else NullMetrics()
+        # Batches wait out their window while this process's loop is saturated
+        # (batching.py step 5'); `infc serve` passes a `saturation.LoadGauge`.
+        self.load = load
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         max_bytes = plan.gateway.max_message_bytes

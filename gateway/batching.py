@@ -62,6 +62,13 @@ The algorithm, in the order `decide` applies it:
 
    Held, it wakes at the earliest of the expected fill time, the window's end
    and the next expiry, or at the next arrival, which re-decides.
+5'. **A saturated driver** (`saturated=True`: the gateway's own event loop
+   is busy nearly all the time, `saturation.py`) holds a batch that is not
+   full until its window ends, as `fixed` does, idle slots or not. Requests
+   then wait in the transport before the driver reads them, so the queue
+   looks short and the workers idle; sending what has gathered would make
+   many small batches, each costing the driver a message out and one back,
+   which keeps it saturated. The window bounds what the hold costs a request.
 6. **Sending.** Before a batch goes out, any member whose deadline falls
    before `now + predict(batch rows)` is moved to `expired` and the batch is
    formed again from the requests left: a worker never computes an answer
@@ -262,11 +269,13 @@ class BatchPolicy:
         now: float,
         free_slots: int,
         slots: int | None = None,
+        saturated: bool = False,
     ) -> Decision:
         """What to do with `queue` (oldest first) at `now`.
 
         `free_slots` worker slots are idle out of `slots` in all (None: as many
         as are free, so the shard counts as idle and nothing is held).
+        `saturated`: the driver itself is the bottleneck (step 5').
         """
         model = self.service_time
         # Cheap screen first: only requests with a deadline before this horizon
@@ -295,7 +304,7 @@ class BatchPolicy:
         if not full:
             hold_until = (
                 self._fixed_hold(batch, now)
-                if self.fixed
+                if self.fixed or saturated
                 else self._adaptive_hold(batch, now, free_slots, slots)
             )
             if hold_until is not None:

@@ -42,6 +42,7 @@ from inferplane.gateway.errors import (
 from inferplane.gateway.metrics import NullMetrics
 from inferplane.gateway.retries import RETRIABLE, Attempts, Next
 from inferplane.gateway.routing import ModelKey
+from inferplane.gateway.saturation import LoadGauge
 from inferplane.gateway.sharding import NoReplica, Replica, Shard, ShardPicker, TargetPool
 from inferplane.gateway.worker_client import WorkerClient
 
@@ -117,6 +118,7 @@ class LaneDriver:
     """Drives the lanes of a gateway: step the policy, dispatch, send, retry, answer."""
 
     # Supplied by the gateway (app.Gateway).
+    load: LoadGauge | None  # whether the gateway's loop is the bottleneck (None: never)
     slots_per_replica: int | None  # overrides SLOTS_BY_HARDWARE for every target
     SLOTS_BY_HARDWARE: Mapping[str, int]
     _hardware: dict[str, str]  # target -> its hardware
@@ -195,7 +197,8 @@ class LaneDriver:
                 lane.queue.clear()
             now = self._clock()
             free, slots = self._free_slots(lane.pool)
-            decision = lane.policy.decide(lane.queue, now, free, slots)
+            saturated = self.load is not None and self.load.saturated()
+            decision = lane.policy.decide(lane.queue, now, free, slots, saturated)
             if not decision.acted:
                 self._queue_changed(lane)
                 return decision.wake_at

@@ -218,6 +218,22 @@ def test_fixed_waits_for_max_rows_or_the_window_whichever_comes_first() -> None:
     assert decision.dispatch == tuple(queue[:MAX_BATCH])
 
 
+def test_a_saturated_driver_holds_an_adaptive_batch_for_its_window_even_when_idle() -> None:
+    policy = adaptive()
+    first = Pending(arrival=0.0)
+    # Not saturated, an idle shard sends a lone request at once (step 5a)...
+    assert policy.decide([first], now=0.0, free_slots=2, slots=2).dispatch == (first,)
+    # ...saturated, it waits out the window first (step 5'), then sends.
+    held = policy.decide([first], now=0.0, free_slots=2, slots=2, saturated=True)
+    assert held.dispatch == () and held.wake_at == pytest.approx(WINDOW_S)
+    late = policy.decide([first], now=WINDOW_S, free_slots=2, slots=2, saturated=True)
+    assert late.dispatch == (first,)
+    # A full batch never waits.
+    queue = queued(*[1] * MAX_BATCH)
+    full = policy.decide(queue, now=queue[-1].arrival, free_slots=2, slots=2, saturated=True)
+    assert full.dispatch == tuple(queue)
+
+
 def test_fixed_pins_the_batch_size() -> None:
     policy = fixed(max_batch=8)
     queue = queued(*[1] * 5)

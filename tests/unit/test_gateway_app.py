@@ -693,3 +693,45 @@ def test_a_replica_runs_as_many_batches_at_once_as_its_hardware_allows(plan, har
         await gateway.drain(1)
 
     run(scenario())
+
+
+class Saturated:
+    """A load gauge that says the gateway's loop is saturated (or not)."""
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def saturated(self) -> bool:
+        return self.value
+
+
+@pytest.mark.parametrize("saturated", [False, True])
+def test_a_saturated_gateway_holds_a_lone_request_for_the_batch_window(plan, saturated):
+    window_s = 0.2  # long, so that the unsaturated path is clearly shorter
+    models = []
+    for m in without_slos(plan).models:
+        shards = [
+            sh.model_copy(
+                update={"batching": sh.batching.model_copy(update={"window_s": window_s})}
+            )
+            for sh in m.shards
+        ]
+        models.append(m.model_copy(update={"shards": shards}))
+    plan = plan.model_copy(update={"models": models})
+
+    async def scenario():
+        fakes = Fakes()
+        gateway = await started(plan, fakes, load=Saturated(saturated))
+        worker = fakes("w0")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await gateway.infer(fraud(1, seed=1, version="2"), deadline=None)
+        waited = loop.time() - start
+        assert len(worker.calls) == 1
+        if saturated:
+            assert waited >= window_s  # it waited for company
+        else:
+            assert waited < window_s  # an idle shard sends at once
+        await gateway.drain(1)
+
+    run(scenario())
