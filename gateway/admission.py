@@ -112,25 +112,20 @@ def admit(
             kind="DEADLINE_EXCEEDED",
         )
     start = now if arrival is None else arrival
+    # (end, which limit) of each limit; the words are only formatted on refusal,
+    # since every admitted request passes here.
     limits = []
     if deadline is not None:
-        limits.append((deadline, f"the {_fmt(deadline - now)} deadline"))
+        limits.append((deadline, "deadline"))
     if slo_s is not None:
-        end = start + slo_s
-        left = end - now
-        if left <= 0:
-            what = f"the {_fmt(slo_s)} SLO, already spent"
-        elif math.isclose(left, slo_s, rel_tol=1e-9, abs_tol=1e-9):
-            what = f"the {_fmt(slo_s)} SLO"
-        else:
-            what = f"the {_fmt(left)} left of the {_fmt(slo_s)} SLO"
-        limits.append((end, what))
+        limits.append((start + slo_s, "slo"))
     finish = now + primary.wait_s + primary.service_s
     if not limits:
         return Admit(finish_at=finish, slack_s=math.inf)
-    end, what = min(limits, key=lambda limit: limit[0])
+    end, which = min(limits, key=lambda limit: limit[0])
     if finish <= end + _SLACK_S:
         return Admit(finish_at=finish, slack_s=end - finish)
+    what = _limit_words(which, end, now, slo_s)
     reason = f"{_parts(primary)} exceeds {what}"
     if fallback is not None:
         fb_finish = now + fallback.wait_s + fallback.service_s
@@ -139,6 +134,17 @@ def admit(
         name = f" {fallback.label}" if fallback.label else ""
         reason += f"; so does the fallback{name}'s {_parts(fallback)}"
     return Refuse(reason)
+
+
+def _limit_words(which: str, end: float, now: float, slo_s: float | None) -> str:
+    if which == "deadline":
+        return f"the {_fmt(end - now)} deadline"
+    left = end - now
+    if left <= 0:
+        return f"the {_fmt(slo_s)} SLO, already spent"
+    if math.isclose(left, slo_s, rel_tol=1e-9, abs_tol=1e-9):
+        return f"the {_fmt(slo_s)} SLO"
+    return f"the {_fmt(left)} left of the {_fmt(slo_s)} SLO"
 
 
 def _parts(p: Prediction) -> str:

@@ -356,6 +356,11 @@ class BatchPolicy:
         """
         if not slots_free_at or rows > self.max_batch:
             return Forecast(wait_s=math.inf, service_s=self.predict_batch_time(rows), rows=rows)
+        if not queue:  # the common case at low load: the loop below, unrolled
+            start = max(min(slots_free_at), now)
+            if self.fixed and rows < self.max_batch:
+                start = max(start, now + self.window_s)
+            return Forecast(wait_s=start - now, service_s=self.predict_batch_time(rows), rows=rows)
         # (arrival, rows) of every request ahead, then the new one.
         items = [(p.arrival, p.rows) for p in queue if p.rows <= self.max_batch]
         items.append((now, rows))

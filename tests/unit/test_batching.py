@@ -457,3 +457,19 @@ def test_arrival_rate_estimate() -> None:
 def test_policy_rejects_bad_settings(options: dict) -> None:
     with pytest.raises(ValueError):
         adaptive(**options)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.integers(1, MAX_BATCH),
+    free_at=st.lists(st.floats(-0.01, 0.05), min_size=1, max_size=4),
+    is_fixed=st.booleans(),
+)
+def test_forecast_for_an_empty_queue_agrees_with_the_general_walk(rows, free_at, is_fixed):
+    policy = fixed() if is_fixed else adaptive()
+    now = 0.0
+    fast = policy.forecast([], now, free_at, rows)
+    # A request too large for any batch is skipped by the walk, so this takes the
+    # general path over the same (empty) work ahead.
+    walked = policy.forecast([Pending(arrival=now, rows=MAX_BATCH + 1)], now, free_at, rows)
+    assert fast == walked
