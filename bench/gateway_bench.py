@@ -40,7 +40,7 @@ the gateway's mean batch size (from its ModelStatistics); then the ratios
 the issue's targets, each marked met or missed. Last, perf_analyzer (Triton's
 own load generator) measures the gateway and Triton on the tiny model as a
 cross-check of the load generator. It reports and does not assert: exit 0
-whatever the figures, 1 only when it cannot run. About 5 minutes (the first
+whatever the figures, 1 only when it cannot run. About 7 minutes (the first
 run also builds the peers' virtualenvs, about a minute more).
 
     .venv/bin/python bench/gateway_bench.py [--seconds 5] [--warmup 1] [--rate 400] [--no-peers]

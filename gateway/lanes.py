@@ -126,23 +126,27 @@ class LaneDriver:
     _clock: Callable[[], float]
     _finish_at: dict[str, list[float]]  # replica id -> predicted ends of its batches
 
-    def _client(self, endpoint: str) -> WorkerClient:
-        raise NotImplementedError
+    # Declared for type checkers only: at run time these must not exist here, or
+    # they would shadow the other driver's real ones, whatever the bases' order.
+    if TYPE_CHECKING:
 
-    def _count(self, name: str, version: int) -> Counts:
-        raise NotImplementedError
+        def _client(self, endpoint: str) -> WorkerClient:
+            raise NotImplementedError
 
-    def _queue_changed(self, lane: Lane) -> None:
-        raise NotImplementedError
+        def _count(self, name: str, version: int) -> Counts:
+            raise NotImplementedError
 
-    def _publish_workers(self, pool: TargetPool) -> bool:
-        raise NotImplementedError
+        def _queue_changed(self, lane: Lane) -> None:
+            raise NotImplementedError
 
-    def _wake(self, target: str) -> None:
-        raise NotImplementedError
+        def _publish_workers(self, pool: TargetPool) -> bool:
+            raise NotImplementedError
 
-    def _notify_ready(self) -> None:
-        raise NotImplementedError
+        def _wake(self, target: str) -> None:
+            raise NotImplementedError
+
+        def _notify_ready(self) -> None:
+            raise NotImplementedError
 
     # A lane's steps are loop callbacks, not a task waiting on an event: an
     # arrival costs one `call_soon` at most, and the arrivals the loop reads in

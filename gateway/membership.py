@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from inferplane.backends.logfmt import kv
 from inferplane.gateway import placement
@@ -48,15 +49,19 @@ class MembershipDriver:
     _probes_reported: asyncio.Condition
     _verdicts: dict
 
-    @property
-    def ready(self) -> bool:
-        raise NotImplementedError
+    # Declared for type checkers only: at run time these must not exist here, or
+    # they would shadow the other driver's real ones, whatever the bases' order.
+    if TYPE_CHECKING:
 
-    def _client(self, endpoint: str) -> WorkerClient:
-        raise NotImplementedError
+        @property
+        def ready(self) -> bool:
+            raise NotImplementedError
 
-    def _wake(self, target: str) -> None:
-        raise NotImplementedError
+        def _client(self, endpoint: str) -> WorkerClient:
+            raise NotImplementedError
+
+        def _wake(self, target: str) -> None:
+            raise NotImplementedError
 
     def add_ready_listener(self, listener: Callable[[bool], None]) -> None:
         """Call `listener(ready)` whenever `ready` changes (the health service uses it)."""
