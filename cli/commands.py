@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 from pathlib import Path
 
@@ -88,13 +89,24 @@ def _is_address(against: str) -> bool:
     return against.startswith("unix:") or _HOST_PORT.match(against) is not None
 
 
-def _load_against(against: str, console: Console) -> Plan | None:
+def _load_against(args: argparse.Namespace, console: Console) -> Plan | None:
+    against = args.against
     if _is_address(against):
         # Only here: grpc loads when a gateway is asked, not for every `infc` command.
         from inferplane.cli import gateway_plan
 
+        if (args.tls_cert is None) != (args.tls_key is None):
+            console.error("infc: --tls-cert and --tls-key go together (mutual TLS)")
+            return None
+        access = gateway_plan.Access(
+            tls=bool(args.tls or args.tls_ca or args.tls_cert),
+            ca=args.tls_ca,
+            cert=args.tls_cert,
+            key=args.tls_key,
+            token=os.environ.get(gateway_plan.TOKEN_VARIABLE) or None,
+        )
         try:
-            text = gateway_plan.fetch_plan_json(against)
+            text = gateway_plan.fetch_plan_json(against, access=access)
         except gateway_plan.GatewayPlanError as e:
             console.error(f"infc: {e}")
             return None
@@ -137,7 +149,7 @@ def plan(args: argparse.Namespace, console: Console) -> int:
                 render.render_human(warnings, compilation.text, console.err_colour), end=""
             )
     if args.against:
-        old = _load_against(args.against, console)
+        old = _load_against(args, console)
         if old is None:
             return ERRORS
         changes = diff_plans(old, result)

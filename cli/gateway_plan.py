@@ -7,9 +7,17 @@
 so that the CLI's unit tests, which open no socket, replace it with a fake
 that raises the `grpc.RpcError` a real call would. Every failure becomes one
 `GatewayPlanError` whose message is what `infc` prints after "infc: ".
+
+A gateway whose spec has `tls` or `auth` is reached with an `Access`: TLS
+trusting `--tls-ca` (or the system's roots with `--tls`), a client certificate
+for mutual TLS, and the bearer token from $INFERPLANE_TOKEN (an environment
+variable, not a flag: command lines are visible to every user of the host).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -19,25 +27,80 @@ TIMEOUT_S = 5.0  # the whole call: connecting and answering
 MAX_MESSAGE_BYTES = 64 << 20  # a plan is far smaller; grpc's default (4 MiB) is not a plan's limit
 
 
+TOKEN_VARIABLE = "INFERPLANE_TOKEN"
+
+
 class GatewayPlanError(Exception):
     """The plan could not be read; the message says why, for a person."""
 
 
-def get_plan(address: str, timeout_s: float) -> admin_pb2.GetPlanResponse:
+@dataclass(frozen=True)
+class Access:
+    """How to reach a gateway: plaintext and no token unless told otherwise."""
+
+    tls: bool = False
+    ca: Path | None = None  # trusted roots (PEM); None: the system's
+    cert: Path | None = None  # client certificate and key, for mutual TLS
+    key: Path | None = None
+    token: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: Path | None, what: str) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                return path.read_bytes()
+            except OSError as error:
+                raise GatewayPlanError(
+                    f"{what} {path}: cannot read it ({error.strerror})"
+                ) from None
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca, "--tls-ca"),
+            private_key=read(self.key, "--tls-key"),
+            certificate_chain=read(self.cert, "--tls-cert"),
+        )
+
+
+def get_plan(
+    address: str, timeout_s: float, access: Access = Access()
+) -> admin_pb2.GetPlanResponse:
     """One GetPlan call to `address` (host:port or unix:PATH); grpc.RpcError on failure."""
     options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
-    with grpc.insecure_channel(address, options=options) as channel:
+    if access.tls:
+        channel = grpc.secure_channel(address, access.credentials(), options=options)
+    else:
+        channel = grpc.insecure_channel(address, options=options)
+    metadata = [("authorization", f"Bearer {access.token}")] if access.token else None
+    with channel:
         stub = admin_pb2_grpc.AdminStub(channel)
-        return stub.GetPlan(admin_pb2.GetPlanRequest(), timeout=timeout_s)
+        return stub.GetPlan(admin_pb2.GetPlanRequest(), timeout=timeout_s, metadata=metadata)
 
 
-def describe(address: str, code: grpc.StatusCode, details: str, timeout_s: float) -> str:
+def describe(
+    address: str, code: grpc.StatusCode, details: str, timeout_s: float, tls: bool = False
+) -> str:
     """The message for a failed call, by its status."""
     if code == grpc.StatusCode.UNAVAILABLE:
-        reason = "connection refused" if "refused" in details.lower() else details or "unavailable"
-        return f"no gateway answers at {address} ({reason}): is `infc serve` running?"
+        lowered = details.lower()
+        if "handshake" in lowered and tls:
+            return (
+                f"the TLS handshake with {address} failed ({details}): check --tls-ca, and "
+                "--tls-cert/--tls-key when the gateway has `client_ca`"
+            )
+        reason = "connection refused" if "refused" in lowered else details or "unavailable"
+        hint = "is `infc serve` running?"
+        if "socket closed" in lowered and not tls:
+            # What a plaintext call to a TLS listener sees.
+            hint = "if its spec has `tls`, add --tls-ca PEM (or --tls)"
+        return f"no gateway answers at {address} ({reason}): {hint}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"the gateway at {address} did not answer within {timeout_s:g} s"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return (
+            f"the gateway at {address} wants a bearer token ({details}): "
+            f"set ${TOKEN_VARIABLE} to one of its tokens"
+        )
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return (
             f"the server at {address} has no admin service: it is not an inferplane "
@@ -46,10 +109,10 @@ def describe(address: str, code: grpc.StatusCode, details: str, timeout_s: float
     return f"the gateway at {address} refused to give its plan: {code.name}: {details}"
 
 
-def fetch_plan_json(address: str, timeout_s: float = TIMEOUT_S) -> str:
+def fetch_plan_json(address: str, timeout_s: float = TIMEOUT_S, access: Access = Access()) -> str:
     """The JSON of the plan that the gateway at `address` serves."""
     try:
-        return get_plan(address, timeout_s).plan_json
+        return get_plan(address, timeout_s, access).plan_json
     except grpc.RpcError as error:
         code, details = error.code(), error.details() or ""
-        raise GatewayPlanError(describe(address, code, details, timeout_s)) from None
+        raise GatewayPlanError(describe(address, code, details, timeout_s, access.tls)) from None

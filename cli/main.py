@@ -11,6 +11,7 @@ import enum
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from inferplane.cli import commands, profile_command, serve_command, worker_command
 from inferplane.cli.console import Console
@@ -74,6 +75,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PLAN.json|HOST:PORT",
         help="show what would change relative to this plan",
     )
+    plan.add_argument(
+        "--tls",
+        action="store_true",
+        help="with --against HOST:PORT: reach the gateway over TLS (trusting the system's "
+        "roots unless --tls-ca); its bearer token, if it wants one, is read from "
+        "$INFERPLANE_TOKEN",
+    )
+    plan.add_argument(
+        "--tls-ca", metavar="PEM", type=Path, help="trust these roots (implies --tls)"
+    )
+    plan.add_argument(
+        "--tls-cert",
+        metavar="PEM",
+        type=Path,
+        help="client certificate, for a gateway with `client_ca` (mutual TLS; implies --tls)",
+    )
+    plan.add_argument("--tls-key", metavar="PEM", type=Path, help="the client certificate's key")
     plan.add_argument(
         "--detailed-exitcode",
         action="store_true",

@@ -1,12 +1,15 @@
 """`infc serve SPEC`: the gateway plus local workers, on one host, until SIGTERM.
 
     compile (errors: printed like `infc check`, exit 1)
+      ─▶ the gateway block's tls and auth (unreadable certificate, unset token
+         variable: one error, exit 1; gateway/security.py)
       ─▶ Gateway(plan, metrics).start() ─▶ start_server (listen)
       ─▶ metrics endpoint (`--metrics` or the spec's `gateway metrics`), if any
       ─▶ Supervisor.start
       ─▶ wait (bounded) until every local worker is ready, or a target has none (exit 1)
       ─▶ wait (bounded) for the gateway's first placement probes (on-prem targets)
-      ─▶ stdout: `serving SPEC on ADDR: N models, M workers`
+      ─▶ stdout: `serving SPEC on ADDR: N models, M workers (SECURITY)`, SECURITY
+               being plaintext | tls | tls, mutual, then `; bearer tokens` with auth,
                and `metrics on http://HOST:PORT/metrics` when it serves them
       ─▶ SIGTERM / SIGINT ─▶ gateway.drain (refuse new, finish in-flight)
       ─▶ server stops ─▶ workers get SIGTERM (they drain), stragglers SIGKILL ─▶ exit 0
@@ -21,12 +24,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
 import signal
 import sys
 import tempfile
+from pathlib import Path
 
 from inferplane.backends import event_loop, host_location
 from inferplane.cli.console import Console, configure_logging
@@ -98,11 +103,22 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return ERRORS
     try:
         # Imported here: grpc and the gateway are not needed by the other commands.
+        from inferplane.gateway import security
         from inferplane.gateway.app import Gateway
         from inferplane.gateway.server import start_server
     except ImportError as error:
         console.error(f"infc: the gateway is not available in this build ({error})")
         return ERRORS
+    try:
+        # Before anything starts: the gateway never serves without what its
+        # block asks for (tls, auth).
+        credentials, auth = security.gateway_security(
+            compilation.plan.gateway, Path(args.spec).resolve().parent, os.environ
+        )
+    except security.SecurityError as error:
+        console.error(f"infc: {error}")
+        return ERRORS
+    start_server = functools.partial(start_server, credentials=credentials, auth=auth)
     configure_logging(console.err)
     run_dir = tempfile.mkdtemp(prefix="infc-serve-")  # short: unix socket paths are limited
     try:
@@ -114,6 +130,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 
 async def _serve(args, console: Console, plan, gateway_class, start_server, run_dir: str) -> int:
+    from inferplane.gateway.security import describe as describe_security
     from inferplane.gateway.supervisor import Supervisor, WorkersFailed
 
     stop = asyncio.Event()
@@ -179,6 +196,7 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
         console.print(
             f"serving {args.spec} on {address}: {models} model{'s' if models != 1 else ''}, "
             f"{supervisor.worker_count} worker{'s' if supervisor.worker_count != 1 else ''}"
+            f" ({describe_security(plan.gateway)})"
         )
         if metrics_server is not None:
             console.print(f"metrics on http://{metrics_address}/metrics")

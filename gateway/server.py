@@ -15,7 +15,8 @@ ModelStreamInfer answers each request in order, failures in-band as
 Besides `inference.GRPCInferenceService` the server runs the admin service
 `inferplane.admin.v1.Admin` (gateway/admin.py), `grpc.health.v1` (SERVING
 while the gateway is ready; the overall "" service and the inference
-service) and server reflection.
+service) and server reflection. The gateway block's `tls` and `auth` are put
+in force here, from what gateway/security.py checked and built.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from inferplane.gateway import admin
 from inferplane.gateway import converters as conv
 from inferplane.gateway.app import Gateway
 from inferplane.gateway.errors import kind_of, public_message, status_of
+from inferplane.gateway.security import BearerAuth
 from inferplane.protos import admin_pb2_grpc as admin_pb_grpc
 from inferplane.protos import grpc_service_pb2 as pb
 from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
@@ -170,16 +172,23 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 async def start_server(
-    gateway: Gateway, listen: str, *, max_message_bytes: int
+    gateway: Gateway,
+    listen: str,
+    *,
+    max_message_bytes: int,
+    credentials: grpc.ServerCredentials | None = None,
+    auth: BearerAuth | None = None,
 ) -> tuple[grpc.aio.Server, str]:
     """A started server for `gateway` on `listen` (host:port, port 0 allowed, or
-    unix:PATH) and the address it is bound to."""
+    unix:PATH) and the address it is bound to. With `credentials` it speaks TLS
+    only; with `auth` every call but health needs a bearer token (security.py)."""
     server = grpc.aio.server(
+        interceptors=[auth] if auth is not None else None,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),  # a port another process holds is an error
-        ]
+        ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(gateway), server)
     admin_pb_grpc.add_AdminServicer_to_server(admin.AdminServicer(gateway), server)
@@ -205,7 +214,10 @@ async def start_server(
         (SERVICE, admin.SERVICE, health_name, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(listen)
+        if credentials is not None:
+            port = server.add_secure_port(listen, credentials)
+        else:
+            port = server.add_insecure_port(listen)
     except RuntimeError as error:
         raise OSError(f"cannot listen on {listen}: {error}") from None
     address = listen

@@ -193,7 +193,9 @@ def test_serve_answers_the_demo_client_survives_a_worker_crash_and_drains(
     server = Server(demo_copy, tmp_path / "serve.log")
     try:
         line = server.wait_serving()
-        match = re.fullmatch(r"serving \S+ on (127\.0\.0\.1:\d+): 4 models, 2 workers", line)
+        match = re.fullmatch(
+            r"serving \S+ on (127\.0\.0\.1:\d+): 4 models, 2 workers \(plaintext\)", line
+        )
         assert match, line
         address = match.group(1)
         metrics_line = server.next_line()
@@ -329,7 +331,9 @@ def test_serve_admits_only_workers_that_report_the_declared_on_prem_site(
     )
     try:
         line = server.wait_serving()
-        match = re.fullmatch(r"serving \S+ on (127\.0\.0\.1:\d+): 1 model, 1 worker", line)
+        match = re.fullmatch(
+            r"serving \S+ on (127\.0\.0\.1:\d+): 1 model, 1 worker \(plaintext\)", line
+        )
         assert match, line
         assert worker_location(server) == (*location.split(":", 1), "host")
         with grpc.insecure_channel(match.group(1)) as channel:
@@ -354,6 +358,78 @@ def test_serve_admits_only_workers_that_report_the_declared_on_prem_site(
                     "event=placement_refused target=box replica=box/0 endpoint=unix:" in log
                     and " kind=cloud site=gcp-europe source=host models=fraud-lite@1 " in log
                 ), log
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
+    finally:
+        server.close()
+
+
+GUARDED = """\
+gateway {
+  tls {
+    cert "certs/server.pem"
+    key  "certs/server-key.pem"
+  }
+  auth tokens_env "LAB_TOKENS"
+}
+
+"""
+
+
+@pytest.mark.timeout(240)
+def test_serve_puts_the_spec_tls_and_tokens_in_force(
+    lab_spec: Path, tmp_path: Path, tls_files, monkeypatch: pytest.MonkeyPatch
+):
+    import grpc
+    import numpy as np
+
+    from inferplane.gateway import converters
+    from inferplane.gateway.domain import InferRequest
+    from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
+
+    (tmp_path / "certs").mkdir()
+    for name in ("server.pem", "server-key.pem"):
+        shutil.copy(tls_files.folder / name, tmp_path / "certs" / name)
+    lab_spec.write_text(GUARDED + lab_spec.read_text(encoding="utf-8"), encoding="utf-8")
+
+    # No tokens: one clear error before anything starts, never an open gateway.
+    monkeypatch.delenv("LAB_TOKENS", raising=False)
+    refused = subprocess.run(
+        [*INFC, "serve", str(lab_spec), *LISTEN],
+        capture_output=True,
+        text=True,
+        timeout=START_S,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stdout == ""
+    assert refused.stderr.startswith(
+        'infc: `auth tokens_env "LAB_TOKENS"`: the variable is not set'
+    )
+    assert "worker" not in refused.stderr
+
+    monkeypatch.setenv("LAB_TOKENS", "lab-token-1 lab-token-2")
+    server = Server(lab_spec, tmp_path / "serve.log", "--location", "onprem:lab-1")
+    request = converters.infer_request_to_proto(
+        InferRequest("fraud-lite", "", "p0", {"features": np.zeros((1, 30), np.float32)})
+    )
+    try:
+        line = server.wait_serving()
+        match = re.fullmatch(
+            r"serving \S+ on (127\.0\.0\.1:\d+): 1 model, 1 worker \(tls; bearer tokens\)", line
+        )
+        assert match, line
+        credentials = grpc.ssl_channel_credentials(tls_files.ca.read_bytes())
+        with grpc.secure_channel(match.group(1), credentials) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            token = (("authorization", "Bearer lab-token-2"),)
+            reply = stub.ModelInfer(request, metadata=token, timeout=30)
+            assert converters.infer_response_from_proto(reply)["score"].shape == (1, 2)
+            with pytest.raises(grpc.RpcError) as unauthenticated:
+                stub.ModelInfer(request, timeout=30)
+            assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "lab-token" not in server.stderr()
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
     finally:

@@ -151,7 +151,7 @@ def _gateway_answers(monkeypatch: pytest.MonkeyPatch, answer) -> list[tuple[str,
     """Replace the admin-service call with `answer` (a response or an error); record calls."""
     calls = []
 
-    def get_plan(address: str, timeout_s: float):
+    def get_plan(address: str, timeout_s: float, access=None):
         calls.append((address, timeout_s))
         if isinstance(answer, Exception):
             raise answer

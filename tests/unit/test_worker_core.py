@@ -896,7 +896,7 @@ def test_a_quick_model_runs_on_the_event_loop_and_a_slow_one_in_the_pool(service
         RecordsThread.compute_s = compute_s
         RecordsThread.threads = []
         stream = StreamDriver(service_of(core_with({("echo", 1): RecordsThread})))
-        for seq in range(4):  # one at a time: the first one is measured in the pool
+        for seq in range(12):  # one at a time: the first one is measured in the pool
             stream.send(_row("echo", 1, seq=seq))
             assert (await stream.answer()).error_code == 0
         stream.close()
@@ -906,6 +906,8 @@ def test_a_quick_model_runs_on_the_event_loop_and_a_slow_one_in_the_pool(service
     loop_thread = threading.current_thread().name
     quick = asyncio.run(scenario(0.0))
     assert quick[0] != loop_thread  # not measured yet: the pool
-    assert quick[1:] == [loop_thread] * 3
+    # Then the loop. Most, not all: on a loaded machine one echo can take over
+    # QUICK_NS of wall time, and the decayed mean sends the next one to the pool.
+    assert quick[1:].count(loop_thread) >= 8, quick
     slow = asyncio.run(scenario(3 * QUICK_NS / 1e9))
     assert loop_thread not in slow
