@@ -16,7 +16,8 @@
 
 The workers listen on unix sockets in a private temporary folder, removed at
 the end. Every path out of `run` stops the workers (try/finally), and each
-worker also dies with this process on Linux (PR_SET_PDEATHSIG).
+worker also dies with this process on Linux (`infc worker --parent-pid`,
+backends/parent_watch.py).
 """
 
 from __future__ import annotations

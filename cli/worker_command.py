@@ -13,6 +13,9 @@ what those remote hosts run.
 runs; the worker reports it in its Health for the gateway's on-prem check
 (backends/host_location.py). Without either it reports the spec's declaration.
 A malformed value exits 1 before anything starts.
+
+`--parent-pid PID` (what `infc serve` passes) makes the worker stop when its
+parent dies, even by SIGKILL (backends/parent_watch.py).
 """
 
 from __future__ import annotations
@@ -63,10 +66,25 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
         metavar="SECONDS",
         help="on SIGTERM, how long running batches may take to finish (default 30)",
     )
+    worker.add_argument(
+        "--parent-pid",
+        type=int,
+        metavar="PID",
+        help="stop (SIGTERM, so a drain) when process PID, this worker's parent, dies; "
+        "`infc serve` passes its own (Linux; elsewhere only checked at start)",
+    )
     return worker
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
+    if args.parent_pid is not None:
+        from inferplane.backends.parent_watch import die_with_parent
+
+        if not die_with_parent(args.parent_pid):
+            console.error(
+                f"infc: --parent-pid {args.parent_pid}: that process is gone; not starting"
+            )
+            return ERRORS
     # Imported here: the worker pulls in grpc and NumPy, which other commands do not need.
     from inferplane.backends import host_location
     from inferplane.backends.worker import HardwareMissing, TargetError, WorkerCore

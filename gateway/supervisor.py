@@ -97,30 +97,6 @@ class _OsProcess:
             os.killpg(self.pid, sig)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM it when the supervisor dies (Linux only).
-
-    The safety net for a supervisor killed with SIGKILL, which runs no cleanup.
-    """
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _load_prctl() -> Callable[[int, int], int] | None:
-    # Looked up here, not in the child: importing or loading after fork can deadlock.
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-
-
 async def spawn_process(argv: Sequence[str]) -> WorkerProcess:
     """Start `argv` with piped stdout and stderr, in a new process group."""
     process = await asyncio.create_subprocess_exec(
@@ -129,7 +105,7 @@ async def spawn_process(argv: Sequence[str]) -> WorkerProcess:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,  # its own group (uvloop has no process_group)
-        preexec_fn=_die_with_parent if _PRCTL is not None else None,
+        # No preexec_fn: the worker arranges to die with us itself (--parent-pid).
     )
     return _OsProcess(process)
 
@@ -242,6 +218,7 @@ class Supervisor:
                     argv += ["--location", location]
                 if worker_grace_s is not None:
                     argv += ["--grace", str(worker_grace_s)]
+                argv += ["--parent-pid", str(os.getpid())]  # backends/parent_watch.py
                 self._slots.append(_Slot(target, index, tuple(argv), socket_path))
 
     # -- what callers read ---------------------------------------------------

@@ -8,7 +8,12 @@ Results are compared with onnxruntime run in this process on the same files.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +30,7 @@ ort = pytest.importorskip("onnxruntime")
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 WAIT_S = 60.0  # the longest a test waits for a worker to start or stop
+INFC = [sys.executable, "-c", "from inferplane.cli.main import main; main()"]
 RPC_TIMEOUT_S = 30.0
 
 
@@ -484,3 +490,71 @@ def test_a_spec_with_errors_exits_1_with_its_diagnostics(workers, tmp_path: Path
     worker = workers(spec, "box")
     assert worker.process.wait(timeout=WAIT_S) == 1
     assert "error[" in worker.stderr()
+
+
+PARENT = """
+import subprocess, sys, time
+worker = subprocess.Popen(
+    [*sys.argv[3:], "--parent-pid", str(__import__("os").getpid())],
+    stdout=open(sys.argv[1], "w"), stderr=open(sys.argv[2], "w"), stdin=subprocess.DEVNULL,
+    start_new_session=True,
+)
+print(worker.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_worker_stops_when_its_parent_is_killed(example_models: Path, tmp_path: Path):
+    """`--parent-pid` (what `infc serve` passes): SIGKILL the parent, the worker drains."""
+    out, err = tmp_path / "worker.out", tmp_path / "worker.err"
+    argv = [*INFC, "worker", str(SPECS / "demo.infer"), "--target", "laptop"]
+    argv += ["--listen", "127.0.0.1:0", "--grace", "1"]
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(out), str(err), *argv],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    worker_pid = None
+    try:
+        worker_pid = int(parent.stdout.readline())
+        deadline = time.monotonic() + WAIT_S
+        while "ready on" not in out.read_text():
+            assert time.monotonic() < deadline, err.read_text()
+            assert parent.poll() is None
+            time.sleep(0.1)
+        parent.kill()
+        parent.wait(timeout=WAIT_S)
+        deadline = time.monotonic() + WAIT_S
+        while Path(f"/proc/{worker_pid}").exists() and _state(worker_pid) != "Z":
+            assert time.monotonic() < deadline, "the worker outlived its parent"
+            time.sleep(0.1)
+        assert "event=draining" in err.read_text()  # SIGTERM: an orderly stop, not a kill
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=WAIT_S)
+        if worker_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker_pid, signal.SIGKILL)
+        parent.stdout.close()
+
+
+def _state(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return "gone"
+
+
+def test_a_worker_whose_parent_is_already_gone_does_not_start():
+    argv = [*INFC, "worker", str(SPECS / "demo.infer"), "--target", "laptop"]
+    argv += ["--listen", "127.0.0.1:0", "--parent-pid", "1"]  # init: never our parent
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr == "infc: --parent-pid 1: that process is gone; not starting\n"
+    assert done.stdout == ""

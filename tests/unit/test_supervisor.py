@@ -8,6 +8,7 @@ drives a fake clock that the fake `sleep` advances.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -186,6 +187,8 @@ def test_workers_start_in_their_slots_and_are_reported_when_ready(tmp_path: Path
             "--cpu-fallback",
             "--grace",
             "5.0",
+            "--parent-pid",
+            str(os.getpid()),
         ]
         both = [w.address for w in h.spawned]
         assert h.supervisor.endpoints("laptop") == both
@@ -202,7 +205,8 @@ def test_the_host_location_is_passed_to_each_worker(tmp_path: Path):
         await h.supervisor.start()
         await h.supervisor.wait_ready(timeout_s=5)
         for worker in h.spawned:
-            assert worker.argv[-2:] == ["--location", "onprem:localhost"]
+            at = worker.argv.index("--location")
+            assert worker.argv[at : at + 2] == ["--location", "onprem:localhost"]
         await h.supervisor.stop(grace_s=1)
 
     asyncio.run(main())
