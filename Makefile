@@ -66,6 +66,7 @@ format: $(STAMP)
 bench: $(MODELS)
 	$(BIN)/python bench/compiler_bench.py
 	$(BIN)/python bench/runtime_bench.py
+	$(BIN)/python bench/redaction_bench.py
 	$(BIN)/python bench/gateway_bench.py
 
 # Regenerates the published JSON Schema of the routing plan.
