@@ -13,7 +13,8 @@ worker serves on.
       ─▶ serve ─▶ signal: drain (new batches UNAVAILABLE, running ones finish, idle
          streams end, at most `grace_s`) ─▶ stop the server ─▶ return
 
-The event loop only moves messages; each batch (decode, compute, encode)
+The server also answers `grpc.health.v1` (worker_health.py) for kubelet's
+probes. The event loop only moves messages; each batch (decode, compute, encode)
 runs in a pool of `threads` threads, so batches of different models run at
 once: onnxruntime and XLA release the GIL while they compute.
 """
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import grpc
+from grpc_health.v1 import health_pb2_grpc
 
 from inferplane.backends import event_loop
 from inferplane.backends import worker_convert as convert
@@ -47,6 +49,7 @@ from inferplane.backends.worker import (
     ModelState,
     WorkerCore,
 )
+from inferplane.backends.worker_health import StandardHealth
 from inferplane.backends.worker_stream import Streams
 from inferplane.protos import worker_pb2 as pb
 from inferplane.protos import worker_pb2_grpc as pb_grpc
@@ -255,6 +258,7 @@ async def start_server(
     )
     service = WorkerService(core, threads)
     pb_grpc.add_WorkerServicer_to_server(service, server)
+    health_pb2_grpc.add_HealthServicer_to_server(StandardHealth(core), server)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as error:

@@ -558,3 +558,16 @@ def test_a_worker_whose_parent_is_already_gone_does_not_start():
     assert done.returncode == 1
     assert done.stderr == "infc: --parent-pid 1: that process is gone; not starting\n"
     assert done.stdout == ""
+
+
+def test_standard_health_for_kubelet_probes(demo_worker):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(demo_worker.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "inferplane.worker.v1.Worker"):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as unknown:
+            health.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=10)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
