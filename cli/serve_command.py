@@ -15,9 +15,10 @@
       ─▶ server stops ─▶ workers get SIGTERM (they drain), stragglers SIGKILL ─▶ exit 0
 
 The workers listen on unix sockets in a private temporary folder, removed at
-the end. Every path out of `run` stops the workers (try/finally), and each
-worker also dies with this process on Linux (`infc worker --parent-pid`,
-backends/parent_watch.py).
+the end. `--remote TARGET=ADDR,…` hands a target to workers someone else runs
+(no local worker for it), as the spec's `workers` does. Every path out of
+`run` stops the workers (try/finally), and each worker also dies with this
+process on Linux (`infc worker --parent-pid`, backends/parent_watch.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -37,6 +39,7 @@ from pathlib import Path
 from inferplane.backends import event_loop, host_location
 from inferplane.cli.console import Console, configure_logging
 from inferplane.cli.spec_input import compile_for_running
+from inferplane.compiler.passes.field_reader import HOST_PORT
 
 OK, ERRORS = 0, 1
 READY_TIMEOUT_S = 120.0  # the longest the workers may take to load their models
@@ -79,6 +82,15 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
         "$INFERPLANE_LOCATION, else the spec's declaration, which cannot be verified)",
     )
     serve.add_argument(
+        "--remote",
+        action="append",
+        default=[],
+        metavar="TARGET=ADDR[,ADDR…]",
+        help="serve TARGET with the workers at these addresses (HOST:PORT or unix:PATH) "
+        "instead of local ones or the spec's `workers`; repeat for more targets (how "
+        "`infc render k8s` points the gateway at its worker StatefulSets)",
+    )
+    serve.add_argument(
         "--grace",
         type=float,
         default=30.0,
@@ -101,6 +113,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return ERRORS
     compilation = compile_for_running(args.spec, console)
     if compilation is None:
+        return ERRORS
+    try:
+        args.remote = parse_remote(args.remote, [t.name for t in compilation.plan.targets])
+    except ValueError as error:
+        console.error(f"infc: --remote: {error}")
         return ERRORS
     try:
         # Imported here: grpc and the gateway are not needed by the other commands.
@@ -157,10 +174,13 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
         run_dir=run_dir,
         on_change=gateway.set_replicas,
         worker_grace_s=args.grace,
+        remote=args.remote,
     )
     server = None
     try:
         await gateway.start()
+        for target, endpoints in args.remote.items():
+            gateway.set_replicas(target, endpoints)
         try:
             server, address = await start_server(
                 gateway,
@@ -220,6 +240,27 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
             loop.remove_signal_handler(sig)
         log.info("event=stopped")
         sys.stdout.flush()
+
+
+def parse_remote(values: list[str], targets: list[str]) -> dict[str, list[str]]:
+    """`--remote` values (TARGET=ADDR[,ADDR…]) by target; ValueError naming what is wrong."""
+    remote: dict[str, list[str]] = {}
+    for value in values:
+        target, sep, addresses = value.partition("=")
+        if not sep or not target or not addresses:
+            raise ValueError(f"{value!r} is not TARGET=ADDR[,ADDR…]")
+        if target not in targets:
+            raise ValueError(
+                f"the spec has no target `{target}`; its targets: {', '.join(targets)}"
+            )
+        if target in remote:
+            raise ValueError(f"target `{target}` is given twice; list its addresses once")
+        endpoints = [a.strip() for a in addresses.split(",") if a.strip()]
+        for endpoint in endpoints:
+            if not (HOST_PORT.match(endpoint) or re.fullmatch(r"unix:.+", endpoint)):
+                raise ValueError(f"`{endpoint}` is not HOST:PORT or unix:PATH (target `{target}`)")
+        remote[target] = list(dict.fromkeys(endpoints))
+    return remote
 
 
 async def _bounded(awaitable, timeout_s: float, what: str) -> None:

@@ -31,7 +31,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -173,9 +173,14 @@ def parse_ready_line(line: str) -> str | None:
     return rest.split(" (", 1)[0].strip() or None
 
 
-def local_targets(plan: Plan) -> list[tuple[str, int]]:
-    """(target, worker count) for each target that `infc serve` runs locally."""
-    return [(t.name, max(1, t.replicas.min)) for t in plan.targets if not t.workers]
+def local_targets(plan: Plan, remote: Collection[str] = ()) -> list[tuple[str, int]]:
+    """(target, worker count) for each target that `infc serve` runs locally:
+    those without `workers` in the spec and not in `remote` (`--remote`)."""
+    return [
+        (t.name, max(1, t.replicas.min))
+        for t in plan.targets
+        if not t.workers and t.name not in remote
+    ]
 
 
 class Supervisor:
@@ -194,6 +199,7 @@ class Supervisor:
         ready_timeout_s: float = READY_TIMEOUT_S,
         worker_grace_s: float | None = None,
         python: str = sys.executable,
+        remote: Collection[str] = (),
     ) -> None:
         self._clock = clock
         self._spawn = spawn
@@ -207,7 +213,7 @@ class Supervisor:
         self._slots: list[_Slot] = []
         spec = str(Path(spec_path).resolve())
         run_dir = Path(run_dir)
-        for target, count in local_targets(plan):
+        for target, count in local_targets(plan, remote):
             for index in range(count):
                 socket_path = run_dir / f"{target}-{index}.sock"
                 argv = [python, *INFC, "worker", spec, "--target", target]

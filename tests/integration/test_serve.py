@@ -434,3 +434,41 @@ def test_serve_puts_the_spec_tls_and_tokens_in_force(
         assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
     finally:
         server.close()
+
+
+@pytest.mark.timeout(240)
+def test_serve_uses_remote_workers_named_on_the_command_line(
+    lab_spec: Path, tmp_path: Path, workers
+):
+    """`--remote box=ADDR`: no local worker; the gateway serves through the one given."""
+    import grpc
+    import numpy as np
+
+    from inferplane.gateway import converters
+    from inferplane.gateway.domain import InferRequest
+    from inferplane.protos import grpc_service_pb2 as pb
+    from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
+
+    worker = workers(lab_spec, "box", "127.0.0.1:0", "--location", "onprem:lab-1")
+    worker.wait_ready()
+    server = Server(lab_spec, tmp_path / "serve.log", "--remote", f"box={worker.address}")
+    request = converters.infer_request_to_proto(
+        InferRequest("fraud-lite", "", "p0", {"features": np.ones((1, 30), np.float32)})
+    )
+    try:
+        line = server.wait_serving()
+        match = re.fullmatch(
+            r"serving \S+ on (127\.0\.0\.1:\d+): 1 model, 0 workers \(plaintext\)", line
+        )
+        assert match, line
+        with grpc.insecure_channel(match.group(1)) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+            reply = stub.ModelInfer(request, timeout=30)
+            assert converters.infer_response_from_proto(reply)["score"].shape == (1, 2)
+        assert "event=worker_ready" not in server.stderr()  # nothing started locally
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
+        assert worker.process.poll() is None  # a remote worker is not ours to stop
+    finally:
+        server.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -273,3 +274,30 @@ def test_plan_warnings_reach_stderr_with_json_and_against(example_models: Path, 
     code, out, err = infc("plan", "--color", "never", "--against", str(saved), str(spec))
     assert code == ExitCode.OK and "No changes" in out
     assert "warning[W0501]" in err
+
+
+def test_remote_workers_option_is_parsed_by_target():
+    from inferplane.cli.serve_command import parse_remote
+
+    targets = ["cpu-a", "gpu-b"]
+    assert parse_remote([], targets) == {}
+    assert parse_remote(["cpu-a=h0:9100, h1:9100,h0:9100", "gpu-b=unix:/run/w.sock"], targets) == {
+        "cpu-a": ["h0:9100", "h1:9100"],
+        "gpu-b": ["unix:/run/w.sock"],
+    }
+    for value, says in [
+        ("cpu-a", "is not TARGET=ADDR"),
+        ("=h0:9100", "is not TARGET=ADDR"),
+        ("tpu=h0:9100", "the spec has no target `tpu`; its targets: cpu-a, gpu-b"),
+        ("cpu-a=h0", "`h0` is not HOST:PORT or unix:PATH (target `cpu-a`)"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(says)):
+            parse_remote([value], targets)
+    with pytest.raises(ValueError, match="given twice"):
+        parse_remote(["cpu-a=h0:1", "cpu-a=h1:1"], targets)
+
+
+def test_serve_refuses_a_bad_remote_before_starting(example_models):
+    code, out, err = infc("serve", str(DEMO), "--remote", "nowhere=h:1")
+    assert code == ExitCode.ERRORS and out == ""
+    assert err == "infc: --remote: the spec has no target `nowhere`; its targets: laptop\n"

@@ -167,6 +167,20 @@ def test_parse_ready_line():
 def test_local_targets_skip_remote_workers_and_start_at_least_one():
     plan = make_plan(("a", 2, []), ("b", 0, []), ("remote", 1, ["tpu-0:9100"]))
     assert local_targets(plan) == [("a", 2), ("b", 1)]
+    assert local_targets(plan, remote={"a"}) == [("b", 1)]  # `infc serve --remote a=…`
+
+
+def test_remote_targets_get_no_local_worker(tmp_path: Path):
+    async def main() -> None:
+        plan = make_plan(("laptop", 2, []), ("box", 1, []))
+        h = Harness(tmp_path, plan=plan, remote={"laptop"})
+        await h.supervisor.start()
+        await h.supervisor.wait_ready(timeout_s=5)
+        assert [w.argv[w.argv.index("--target") + 1] for w in h.spawned] == ["box"]
+        assert h.supervisor.worker_count == 1
+        await h.supervisor.stop(grace_s=1)
+
+    asyncio.run(main())
 
 
 def test_workers_start_in_their_slots_and_are_reported_when_ready(tmp_path: Path):
