@@ -13,7 +13,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from inferplane.cli import commands, profile_command, serve_command, worker_command
+from inferplane.cli import (
+    commands,
+    profile_command,
+    render_command,
+    serve_command,
+    worker_command,
+)
 from inferplane.cli.console import Console
 
 
@@ -106,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker_command.add_parser(sub, [common])
     profile_command.add_parser(sub, [common])
     serve_command.add_parser(sub, [common])
+    render_command.add_parser(sub, [common])
     return parser
 
 
@@ -117,6 +124,7 @@ def run(argv: Sequence[str] | None = None, console: Console | None = None) -> in
     handler["worker"] = worker_command.run
     handler["profile"] = profile_command.run
     handler["serve"] = serve_command.run
+    handler["render"] = render_command.run
     return int(handler[args.command](args, console))
 
 

@@ -165,7 +165,7 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
         metrics = Metrics()
     from inferplane.gateway.saturation import LoadGauge
 
-    gateway = gateway_class(plan, metrics=metrics, load=LoadGauge())
+    gateway = gateway_class(plan, metrics=metrics, load=LoadGauge(), probe_first=set(args.remote))
     supervisor = Supervisor(
         plan,
         args.spec,

@@ -49,7 +49,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar
@@ -129,6 +129,7 @@ class Gateway(MembershipDriver, LaneDriver):
         client_factory: Callable[[str], WorkerClient] | None = None,
         metrics: NullMetrics | None = None,
         load: LoadGauge | None = None,
+        probe_first: Collection[str] = (),
     ):
         self.plan = plan
         self.metrics = metrics if metrics is not None else NullMetrics()
@@ -148,8 +149,11 @@ class Gateway(MembershipDriver, LaneDriver):
         # Remote `workers` of the plan start in their pools here; local targets
         # start empty until the supervisor calls set_replicas. Targets bound by
         # the on-prem rule admit replicas unverified: a probe places them first.
+        # So do the targets in `probe_first` (`infc serve --remote`: addresses
+        # that may name no worker yet, like a StatefulSet's pods above its count).
         self._placement = placement.rules(plan)
-        self.fleet = Fleet.from_plan(plan, clock=clock, rng=self._rng, verify=self._placement)
+        verify = {*self._placement, *probe_first}
+        self.fleet = Fleet.from_plan(plan, clock=clock, rng=self._rng, verify=verify)
         self._probe_now = {t.name: asyncio.Event() for t in plan.targets}  # wakes `_probe`
         self._probes_reported = asyncio.Condition()  # notified after each probe
         self._verdicts: dict[tuple[str, str], placement.Verdict] = {}  # by (target, endpoint)

@@ -672,6 +672,31 @@ def test_a_target_without_on_prem_only_models_is_not_probed_before_use(plan):
     assert worker.probes == 0 and len(worker.calls) == 1
 
 
+def test_probe_first_targets_admit_a_replica_only_once_it_answers(plan):
+    """`infc serve --remote`: an address that names no worker yet never gets a request."""
+
+    async def absent(*, timeout=None):
+        raise errors.Unavailable("no such host")
+
+    async def scenario():
+        fakes = Fakes()
+        fakes("gone").health = absent
+        fakes("gone").fail = errors.Unavailable("no such host")
+        gateway = Gateway(no_on_prem_rule(plan), client_factory=fakes, probe_first={"laptop"})
+        await gateway.start()
+        gateway.set_replicas("laptop", ["w0", "gone"])
+        assert not gateway.ready  # nothing probed yet
+        assert await gateway.placement_checked(LIMIT_S)
+        assert gateway.ready
+        for seed in range(8):
+            await gateway.infer(fraud(seed=seed), deadline=None)
+        await gateway.drain(1.0)
+        return fakes
+
+    fakes = run(scenario())
+    assert len(fakes("w0").calls) >= 1 and fakes("gone").calls == []
+
+
 @pytest.mark.parametrize(("hardware", "slots"), [("cpu", 1), ("gpu", 2), ("tpu", 2)])
 def test_a_replica_runs_as_many_batches_at_once_as_its_hardware_allows(plan, hardware, slots):
     targets = [t.model_copy(update={"hardware": hardware}) for t in plan.targets]
