@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from inferplane.cli import gateway_access
 from inferplane.cli.console import Console
 from inferplane.cli.spec_input import compile_spec, read_text
 from inferplane.compiler import render
@@ -95,16 +96,11 @@ def _load_against(args: argparse.Namespace, console: Console) -> Plan | None:
         # Only here: grpc loads when a gateway is asked, not for every `infc` command.
         from inferplane.cli import gateway_plan
 
-        if (args.tls_cert is None) != (args.tls_key is None):
-            console.error("infc: --tls-cert and --tls-key go together (mutual TLS)")
+        wrong = gateway_access.problem(args)
+        if wrong is not None:
+            console.error(f"infc: {wrong}")
             return None
-        access = gateway_plan.Access(
-            tls=bool(args.tls or args.tls_ca or args.tls_cert),
-            ca=args.tls_ca,
-            cert=args.tls_cert,
-            key=args.tls_key,
-            token=os.environ.get(gateway_plan.TOKEN_VARIABLE) or None,
-        )
+        access = gateway_plan.Access(**gateway_access.settings(args, os.environ))
         try:
             text = gateway_plan.fetch_plan_json(against, access=access)
         except gateway_plan.GatewayPlanError as e:

@@ -10,8 +10,8 @@ that raises the `grpc.RpcError` a real call would. Every failure becomes one
 
 A gateway whose spec has `tls` or `auth` is reached with an `Access`: TLS
 trusting `--tls-ca` (or the system's roots with `--tls`), a client certificate
-for mutual TLS, and the bearer token from $INFERPLANE_TOKEN (an environment
-variable, not a flag: command lines are visible to every user of the host).
+for mutual TLS, and the bearer token from $INFERPLANE_TOKEN
+(cli/gateway_access.py). `apply_plan` is `infc apply`'s call (cli/apply_command.py).
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from pathlib import Path
 
 import grpc
 
+from inferplane.cli.gateway_access import TOKEN_VARIABLE
 from inferplane.protos import admin_pb2, admin_pb2_grpc
 
 TIMEOUT_S = 5.0  # the whole call: connecting and answering
 MAX_MESSAGE_BYTES = 64 << 20  # a plan is far smaller; grpc's default (4 MiB) is not a plan's limit
 
 
-TOKEN_VARIABLE = "INFERPLANE_TOKEN"
+APPLY_TIMEOUT_S = 60.0  # a swap waits for the new gateway's first probes (10 s at most)
 
 
 class GatewayPlanError(Exception):
@@ -62,19 +63,39 @@ class Access:
         )
 
 
-def get_plan(
-    address: str, timeout_s: float, access: Access = Access()
-) -> admin_pb2.GetPlanResponse:
-    """One GetPlan call to `address` (host:port or unix:PATH); grpc.RpcError on failure."""
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+def _call(address: str, access: Access, call):
+    """`call(stub, metadata)` on a channel to `address` as `access` says."""
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
     if access.tls:
         channel = grpc.secure_channel(address, access.credentials(), options=options)
     else:
         channel = grpc.insecure_channel(address, options=options)
     metadata = [("authorization", f"Bearer {access.token}")] if access.token else None
     with channel:
-        stub = admin_pb2_grpc.AdminStub(channel)
-        return stub.GetPlan(admin_pb2.GetPlanRequest(), timeout=timeout_s, metadata=metadata)
+        return call(admin_pb2_grpc.AdminStub(channel), metadata)
+
+
+def get_plan(
+    address: str, timeout_s: float, access: Access = Access()
+) -> admin_pb2.GetPlanResponse:
+    """One GetPlan call to `address` (host:port or unix:PATH); grpc.RpcError on failure."""
+    request = admin_pb2.GetPlanRequest()
+    return _call(
+        address, access, lambda stub, md: stub.GetPlan(request, timeout=timeout_s, metadata=md)
+    )
+
+
+def apply_plan(
+    address: str, plan_json: str, timeout_s: float, access: Access = Access()
+) -> admin_pb2.ApplyPlanResponse:
+    """One ApplyPlan call; grpc.RpcError on failure (FAILED_PRECONDITION: refused)."""
+    request = admin_pb2.ApplyPlanRequest(plan_json=plan_json)
+    return _call(
+        address, access, lambda stub, md: stub.ApplyPlan(request, timeout=timeout_s, metadata=md)
+    )
 
 
 def describe(

@@ -11,10 +11,11 @@ import enum
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from inferplane.cli import (
+    apply_command,
     commands,
+    gateway_access,
     profile_command,
     render_command,
     serve_command,
@@ -81,23 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PLAN.json|HOST:PORT",
         help="show what would change relative to this plan",
     )
-    plan.add_argument(
-        "--tls",
-        action="store_true",
-        help="with --against HOST:PORT: reach the gateway over TLS (trusting the system's "
-        "roots unless --tls-ca); its bearer token, if it wants one, is read from "
-        "$INFERPLANE_TOKEN",
-    )
-    plan.add_argument(
-        "--tls-ca", metavar="PEM", type=Path, help="trust these roots (implies --tls)"
-    )
-    plan.add_argument(
-        "--tls-cert",
-        metavar="PEM",
-        type=Path,
-        help="client certificate, for a gateway with `client_ca` (mutual TLS; implies --tls)",
-    )
-    plan.add_argument("--tls-key", metavar="PEM", type=Path, help="the client certificate's key")
+    gateway_access.add_arguments(plan)
     plan.add_argument(
         "--detailed-exitcode",
         action="store_true",
@@ -113,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile_command.add_parser(sub, [common])
     serve_command.add_parser(sub, [common])
     render_command.add_parser(sub, [common])
+    apply_command.add_parser(sub, [common])
     return parser
 
 
@@ -125,6 +111,7 @@ def run(argv: Sequence[str] | None = None, console: Console | None = None) -> in
     handler["profile"] = profile_command.run
     handler["serve"] = serve_command.run
     handler["render"] = render_command.run
+    handler["apply"] = apply_command.run
     return int(handler[args.command](args, console))
 
 

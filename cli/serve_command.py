@@ -11,6 +11,7 @@
       ─▶ stdout: `serving SPEC on ADDR: N models, M workers (SECURITY)`, SECURITY
                being plaintext | tls | tls, mutual, then `; bearer tokens` with auth,
                and `metrics on http://HOST:PORT/metrics` when it serves them
+      ─▶ meanwhile `infc apply` may swap the gateway onto a new plan (gateway/swap.py)
       ─▶ SIGTERM / SIGINT ─▶ gateway.drain (refuse new, finish in-flight)
       ─▶ server stops ─▶ workers get SIGTERM (they drain), stragglers SIGKILL ─▶ exit 0
 
@@ -164,15 +165,24 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
 
         metrics = Metrics()
     from inferplane.gateway.saturation import LoadGauge
+    from inferplane.gateway.swap import PlanSwap
 
-    gateway = gateway_class(plan, metrics=metrics, load=LoadGauge(), probe_first=set(args.remote))
+    load = LoadGauge()
+
+    def make_gateway(plan, probe_first=frozenset()):
+        probe_first = frozenset(probe_first) | set(args.remote)
+        return gateway_class(plan, metrics=metrics, load=load, probe_first=probe_first)
+
+    gateway = make_gateway(plan)
+    # `infc apply` replaces the gateway; whoever holds it follows the swap.
+    swap = PlanSwap(gateway, make_gateway=make_gateway, grace_s=args.grace)
     supervisor = Supervisor(
         plan,
         args.spec,
         cpu_fallback=args.cpu_fallback,
         location=args.location,
         run_dir=run_dir,
-        on_change=gateway.set_replicas,
+        on_change=lambda target, endpoints: swap.gateway.set_replicas(target, endpoints),
         worker_grace_s=args.grace,
         remote=args.remote,
     )
@@ -186,6 +196,7 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
                 gateway,
                 args.listen or plan.gateway.listen,
                 max_message_bytes=plan.gateway.max_message_bytes,
+                swap=swap,
             )
         except (OSError, RuntimeError) as error:
             console.error(f"infc: cannot listen on {args.listen or plan.gateway.listen}: {error}")
@@ -212,7 +223,7 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
         # Replicas of on-prem-only targets take requests once a probe has placed
         # them: milliseconds, so that the serving line means "ready" when it can.
         # One refused stays out (logged), and the gateway serves on without it.
-        await gateway.placement_checked(PLACEMENT_WAIT_S)
+        await swap.gateway.placement_checked(PLACEMENT_WAIT_S)
         models = len(plan.models)
         console.print(
             f"serving {args.spec} on {address}: {models} model{'s' if models != 1 else ''}, "
@@ -224,7 +235,7 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
         console.out.flush()
         await stop.wait()
         log.info("event=draining grace_s=%s", args.grace)
-        await _bounded(gateway.drain(args.grace), args.grace + STOP_MARGIN_S, "gateway drain")
+        await _bounded(swap.drain(args.grace), args.grace + STOP_MARGIN_S, "gateway drain")
         await _bounded(server.stop(1.0), STOP_MARGIN_S, "server stop")
         server = None
         return OK

@@ -185,8 +185,8 @@ class Gateway(MembershipDriver, LaneDriver):
         self._was_ready: bool | None = None
         self._up_labels: dict[str, set[str]] = {}  # target -> replica labels ever published
         self._published: dict[str, tuple] = {}  # target -> (endpoint, live) last published
-        for pool in self.fleet.pools.values():
-            self._publish_workers(pool)
+        # No gauges while a plan swap prepares it or after one replaced it (swap.py).
+        self._muted = False
 
     # --- lifecycle and membership
 
@@ -199,6 +199,7 @@ class Gateway(MembershipDriver, LaneDriver):
             for lane in lanes.values():
                 self._start_lane(lane)
         for pool in self.fleet.pools.values():
+            self._publish_workers(pool)
             self._tasks.append(asyncio.create_task(self._probe(pool), name=f"probe {pool.name}"))
         self._notify_ready()
 
@@ -274,6 +275,21 @@ class Gateway(MembershipDriver, LaneDriver):
             versions = [served.model.version] if version else served.versions
             keys = [ModelKey(name, v) for v in versions]
         return [self._count(k.name, k.version).record(k.name, k.version) for k in keys]
+
+    def share_statistics(self, other: Gateway) -> None:
+        """Count into `other`'s counters (a plan swap: statistics carry over)."""
+        self._counts.update(other._counts)
+
+    def mute_gauges(self, muted: bool) -> None:
+        """Stop publishing gauges, or publish them all again (a plan swap's new gateway)."""
+        self._muted = muted
+        if not muted:
+            self._published.clear()
+            for pool in self.fleet.pools.values():
+                self._publish_workers(pool)
+            for name, lanes in self._lanes_named.items():
+                self._depths[name] = sum(len(lane.queue) for lane in lanes)
+                self.metrics.queue_depth(name, self._depths[name])
 
     async def drain(self, grace_s: float) -> None:
         """Refuse new requests, finish what is queued and in flight (for up to
@@ -488,4 +504,5 @@ class Gateway(MembershipDriver, LaneDriver):
         depth = sum(len(other.queue) for other in self._lanes_named[name])
         if self._depths.get(name) != depth:
             self._depths[name] = depth
-            self.metrics.queue_depth(name, depth)
+            if not self._muted:
+                self.metrics.queue_depth(name, depth)

@@ -43,6 +43,7 @@ class MembershipDriver:
     _listeners: list[Callable[[bool], None]]
     _was_ready: bool | None
     _published: dict[str, tuple]
+    _muted: bool
     _up_labels: dict[str, set[str]]
     _placement: dict[str, placement.Rule]
     _probe_now: dict[str, asyncio.Event]
@@ -68,6 +69,20 @@ class MembershipDriver:
         self._listeners.append(listener)
         listener(self.ready)
 
+    def endpoints(self) -> dict[str, list[str]]:
+        """Each target's worker endpoints, live or not (a plan swap hands them on)."""
+        return {
+            name: [r.endpoint for r in pool.replicas] for name, pool in self.fleet.pools.items()
+        }
+
+    def supersede(self) -> list[Callable[[bool], None]]:
+        """A plan swap replaced this gateway: it stops publishing gauges (the new one
+        does) and gives up its ready listeners, which it returns. It still counts
+        the requests it finishes."""
+        self._muted = True
+        listeners, self._listeners = self._listeners, []
+        return listeners
+
     def _publish_workers(self, pool: TargetPool) -> bool:
         """worker_up of each replica of `pool`; 0 for those it no longer has (a
         restarting local worker comes back under the same label). Returns
@@ -76,6 +91,8 @@ class MembershipDriver:
         if self._published.get(pool.name) == state:
             return False
         self._published[pool.name] = state
+        if self._muted:
+            return True
         seen = self._up_labels.setdefault(pool.name, set())
         current = {replica_label(r.endpoint): r.live for r in pool.replicas}
         for name, up in current.items():

@@ -37,6 +37,7 @@ from inferplane.gateway import converters as conv
 from inferplane.gateway.app import Gateway
 from inferplane.gateway.errors import kind_of, public_message, status_of
 from inferplane.gateway.security import BearerAuth
+from inferplane.gateway.swap import PlanSwap
 from inferplane.protos import admin_pb2_grpc as admin_pb_grpc
 from inferplane.protos import grpc_service_pb2 as pb
 from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
@@ -178,10 +179,13 @@ async def start_server(
     max_message_bytes: int,
     credentials: grpc.ServerCredentials | None = None,
     auth: BearerAuth | None = None,
+    swap: PlanSwap | None = None,
 ) -> tuple[grpc.aio.Server, str]:
     """A started server for `gateway` on `listen` (host:port, port 0 allowed, or
     unix:PATH) and the address it is bound to. With `credentials` it speaks TLS
-    only; with `auth` every call but health needs a bearer token (security.py)."""
+    only; with `auth` every call but health needs a bearer token (security.py).
+    With `swap` (whose gateway is `gateway`) the admin service's ApplyPlan moves
+    the servers onto a new plan (swap.py)."""
     server = grpc.aio.server(
         interceptors=[auth] if auth is not None else None,
         options=[
@@ -190,8 +194,11 @@ async def start_server(
             ("grpc.so_reuseport", 0),  # a port another process holds is an error
         ],
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(gateway), server)
-    admin_pb_grpc.add_AdminServicer_to_server(admin.AdminServicer(gateway), server)
+    inference = InferenceServicer(gateway)
+    if swap is not None:
+        swap.follow(lambda new: setattr(inference, "gateway", new))
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
+    admin_pb_grpc.add_AdminServicer_to_server(admin.AdminServicer(gateway, swap), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
 

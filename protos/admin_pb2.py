@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dinferplane/protos/admin.proto\x12\x13inferplane.admin.v1\"\x10\n\x0eGetPlanRequest\"J\n\x0fGetPlanResponse\x12\x11\n\tplan_json\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t2]\n\x05\x41\x64min\x12T\n\x07GetPlan\x12#.inferplane.admin.v1.GetPlanRequest\x1a$.inferplane.admin.v1.GetPlanResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dinferplane/protos/admin.proto\x12\x13inferplane.admin.v1\"\x10\n\x0eGetPlanRequest\"J\n\x0fGetPlanResponse\x12\x11\n\tplan_json\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\"%\n\x10\x41pplyPlanRequest\x12\x11\n\tplan_json\x18\x01 \x01(\t\"@\n\x11\x41pplyPlanResponse\x12\x14\n\x0c\x63ontent_hash\x18\x01 \x01(\t\x12\x15\n\rprevious_hash\x18\x02 \x01(\t2\xb9\x01\n\x05\x41\x64min\x12T\n\x07GetPlan\x12#.inferplane.admin.v1.GetPlanRequest\x1a$.inferplane.admin.v1.GetPlanResponse\x12Z\n\tApplyPlan\x12%.inferplane.admin.v1.ApplyPlanRequest\x1a&.inferplane.admin.v1.ApplyPlanResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,6 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPLANREQUEST']._serialized_end=70
   _globals['_GETPLANRESPONSE']._serialized_start=72
   _globals['_GETPLANRESPONSE']._serialized_end=146
-  _globals['_ADMIN']._serialized_start=148
-  _globals['_ADMIN']._serialized_end=241
+  _globals['_APPLYPLANREQUEST']._serialized_start=148
+  _globals['_APPLYPLANREQUEST']._serialized_end=185
+  _globals['_APPLYPLANRESPONSE']._serialized_start=187
+  _globals['_APPLYPLANRESPONSE']._serialized_end=251
+  _globals['_ADMIN']._serialized_start=254
+  _globals['_ADMIN']._serialized_end=439
 # @@protoc_insertion_point(module_scope)

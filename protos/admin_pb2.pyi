@@ -17,3 +17,17 @@ class GetPlanResponse(_message.Message):
     content_hash: str
     source: str
     def __init__(self, plan_json: _Optional[str] = ..., content_hash: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class ApplyPlanRequest(_message.Message):
+    __slots__ = ("plan_json",)
+    PLAN_JSON_FIELD_NUMBER: _ClassVar[int]
+    plan_json: str
+    def __init__(self, plan_json: _Optional[str] = ...) -> None: ...
+
+class ApplyPlanResponse(_message.Message):
+    __slots__ = ("content_hash", "previous_hash")
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_HASH_FIELD_NUMBER: _ClassVar[int]
+    content_hash: str
+    previous_hash: str
+    def __init__(self, content_hash: _Optional[str] = ..., previous_hash: _Optional[str] = ...) -> None: ...

@@ -39,6 +39,11 @@ class AdminStub:
                 request_serializer=inferplane_dot_protos_dot_admin__pb2.GetPlanRequest.SerializeToString,
                 response_deserializer=inferplane_dot_protos_dot_admin__pb2.GetPlanResponse.FromString,
                 _registered_method=True)
+        self.ApplyPlan = channel.unary_unary(
+                '/inferplane.admin.v1.Admin/ApplyPlan',
+                request_serializer=inferplane_dot_protos_dot_admin__pb2.ApplyPlanRequest.SerializeToString,
+                response_deserializer=inferplane_dot_protos_dot_admin__pb2.ApplyPlanResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -46,9 +51,17 @@ class AdminServicer:
 
     def GetPlan(self, request, context):
         """The routing plan the gateway serves, exactly as the compiler wrote it.
-        Reserved for the hot swap of `infc apply`: a later
-        `rpc ApplyPlan(ApplyPlanRequest) returns (ApplyPlanResponse);`
-        moves the running gateway onto a new plan without failing a request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyPlan(self, request, context):
+        """The hot swap of `infc apply`: moves the running gateway onto a new plan
+        without failing a request. FAILED_PRECONDITION when the plan changes what
+        only a restart can (the message lists each change, separated by "; "),
+        INVALID_ARGUMENT when `plan_json` is not a plan, UNAVAILABLE when the
+        gateway on the new plan could not take over (the old plan serves on).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +74,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetPlan,
                     request_deserializer=inferplane_dot_protos_dot_admin__pb2.GetPlanRequest.FromString,
                     response_serializer=inferplane_dot_protos_dot_admin__pb2.GetPlanResponse.SerializeToString,
+            ),
+            'ApplyPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyPlan,
+                    request_deserializer=inferplane_dot_protos_dot_admin__pb2.ApplyPlanRequest.FromString,
+                    response_serializer=inferplane_dot_protos_dot_admin__pb2.ApplyPlanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +108,33 @@ class Admin:
             '/inferplane.admin.v1.Admin/GetPlan',
             inferplane_dot_protos_dot_admin__pb2.GetPlanRequest.SerializeToString,
             inferplane_dot_protos_dot_admin__pb2.GetPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inferplane.admin.v1.Admin/ApplyPlan',
+            inferplane_dot_protos_dot_admin__pb2.ApplyPlanRequest.SerializeToString,
+            inferplane_dot_protos_dot_admin__pb2.ApplyPlanResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,13 +39,15 @@ START_S = 120.0  # the longest the server may take to print its serving line
 STOP_S = 30.0  # the longest it may take to exit after SIGTERM
 LISTEN = ("--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0")  # free ports, shown on stdout
 
-# Sends single-row fraud requests from 8 threads for a while; prints `ok=N failed=M`.
+# Sends single-row fraud requests from 8 threads for a while (to the model or route
+# named by the optional third argument); prints `ok=N failed=M`.
 LOAD = """
 import sys, threading, time
 import numpy as np
 import tritonclient.grpc as triton
 client = triton.InferenceServerClient(url=sys.argv[1])
 until = time.monotonic() + float(sys.argv[2])
+model = sys.argv[3] if len(sys.argv) > 3 else "fraud-scorer"
 counts = {"ok": 0, "failed": 0}
 errors = []
 lock = threading.Lock()
@@ -55,7 +57,7 @@ def run():
         tensor = triton.InferInput("features", [1, 30], "FP32")
         tensor.set_data_from_numpy(row)
         try:
-            client.infer("fraud-scorer", [tensor], client_timeout=10)
+            client.infer(model, [tensor], client_timeout=10)
             key = "ok"
         except Exception as error:
             key = "failed"
@@ -470,5 +472,60 @@ def test_serve_uses_remote_workers_named_on_the_command_line(
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
         assert worker.process.poll() is None  # a remote worker is not ours to stop
+    finally:
+        server.close()
+
+
+@pytest.mark.timeout(360)
+def test_apply_swaps_the_plan_under_load_without_a_failed_request(demo_copy: Path, tmp_path: Path):
+    server = Server(demo_copy, tmp_path / "serve.log")
+    original = demo_copy.read_text(encoding="utf-8")
+    try:
+        line = server.wait_serving()
+        address = re.search(r" on (127\.0\.0\.1:\d+):", line).group(1)
+        load = subprocess.Popen(
+            [sys.executable, "-c", LOAD, address, "6", "payments"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
+        )
+        try:
+            time.sleep(1.5)
+            # The canary goes to half, and a batching window doubles: the gateway's own.
+            assert "fraud-scorer@2 10%" in original and "window 2ms" in original
+            canary = original.replace("fraud-scorer@1 90%", "fraud-scorer@1 50%")
+            canary = canary.replace("fraud-scorer@2 10%", "fraud-scorer@2 50%")
+            demo_copy.write_text(canary.replace("window 2ms", "window 4ms", 1), encoding="utf-8")
+            applied = client(
+                "-m", "inferplane.cli.main", "apply", str(demo_copy), "--gateway", address
+            )
+            assert applied.returncode == 0, applied.stdout + applied.stderr
+            assert "~ route payments" in applied.stdout, applied.stdout
+            assert re.search(
+                r"applied: the gateway at \S+ serves sha256:\w+ \(was sha256:\w+\)", applied.stdout
+            )
+            same = client("-m", "inferplane.cli.main", "plan", str(demo_copy), "--against", address)
+            assert same.returncode == 0 and "No changes" in same.stdout, same.stdout + same.stderr
+            # A change only a restart can make: refused, each reason named, old plan on.
+            demo_copy.write_text(
+                canary.replace("batch  max 64", "batch  max 128"), encoding="utf-8"
+            )
+            refused = client(
+                "-m", "inferplane.cli.main", "apply", str(demo_copy), "--gateway", address
+            )
+            assert refused.returncode == 1, refused.stdout + refused.stderr
+            assert "refused the plan" in refused.stderr and "batch max 64 → 128" in refused.stderr
+            output, _ = load.communicate(timeout=60)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.wait(timeout=10)
+        counts = re.search(r"ok=(\d+) failed=(\d+)", output)
+        assert counts, output
+        assert int(counts.group(1)) > 0 and int(counts.group(2)) == 0, output
+        assert "event=plan_swapped" in server.stderr()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
     finally:
         server.close()
