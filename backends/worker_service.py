@@ -245,8 +245,10 @@ async def start_server(
     *,
     threads: int = DEFAULT_THREADS,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> WorkerServer:
-    """A started server for `core` on `listen`; call on the loop that will serve it."""
+    """A started server for `core` on `listen` (TLS only, with `credentials`);
+    call on the loop that will serve it."""
     address = check_listen(listen)
     server = grpc.aio.server(
         options=[
@@ -260,7 +262,10 @@ async def start_server(
     pb_grpc.add_WorkerServicer_to_server(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(StandardHealth(core), server)
     try:
-        port = server.add_insecure_port(address)
+        if credentials is not None:
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
     except RuntimeError as error:
         raise OSError(f"cannot listen on {listen}: {error}") from None
     if not address.startswith("unix:"):
@@ -314,6 +319,7 @@ def serve(
     handle_signals: bool = True,
     threads: int = DEFAULT_THREADS,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> bool:
     """Serve until a signal (or `stop` is set), then drain; True when it drained in time.
 
@@ -325,7 +331,11 @@ def serve(
 
     async def run() -> bool:
         running = await start_server(
-            core, listen, threads=threads, max_message_bytes=max_message_bytes
+            core,
+            listen,
+            threads=threads,
+            max_message_bytes=max_message_bytes,
+            credentials=credentials,
         )
         log.info(kv("listening", target=core.target.name, address=running.address))
         try:

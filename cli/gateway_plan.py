@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 
+from inferplane.backends import tls
 from inferplane.cli.gateway_access import TOKEN_VARIABLE
 from inferplane.protos import admin_pb2, admin_pb2_grpc
 
@@ -46,21 +47,10 @@ class Access:
     token: str | None = None
 
     def credentials(self) -> grpc.ChannelCredentials:
-        def read(path: Path | None, what: str) -> bytes | None:
-            if path is None:
-                return None
-            try:
-                return path.read_bytes()
-            except OSError as error:
-                raise GatewayPlanError(
-                    f"{what} {path}: cannot read it ({error.strerror})"
-                ) from None
-
-        return grpc.ssl_channel_credentials(
-            root_certificates=read(self.ca, "--tls-ca"),
-            private_key=read(self.key, "--tls-key"),
-            certificate_chain=read(self.cert, "--tls-cert"),
-        )
+        try:
+            return tls.channel_credentials(self.ca, self.cert, self.key)
+        except tls.TlsFilesError as error:
+            raise GatewayPlanError(str(error)) from None
 
 
 def _call(address: str, access: Access, call):

@@ -54,6 +54,12 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
         "--gateway-replicas", type=int, default=2, metavar="N", help="gateway pods (default 2)"
     )
     render.add_argument(
+        "--worker-tls",
+        action="store_true",
+        help="mutual TLS between the gateway and the workers, from the Secrets "
+        "NAME-worker-tls and NAME-gateway-worker-tls (see docs/kubernetes.md)",
+    )
+    render.add_argument(
         "--grace",
         type=int,
         default=30,
@@ -94,6 +100,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         namespace=args.namespace,
         gateway_replicas=args.gateway_replicas,
         grace_s=args.grace,
+        worker_tls=args.worker_tls,
     )
     try:
         objects = k8s.render(compilation.plan, options)

@@ -92,6 +92,21 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
         "`infc render k8s` points the gateway at its worker StatefulSets)",
     )
     serve.add_argument(
+        "--worker-tls-ca",
+        type=Path,
+        metavar="PEM",
+        help="dial workers over the network (the spec's `workers`, --remote) with TLS, "
+        "trusting this CA; local workers stay on unix sockets",
+    )
+    serve.add_argument(
+        "--worker-tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="with --worker-tls-ca: the gateway's client certificate, for workers started "
+        "with --tls-client-ca (mutual TLS)",
+    )
+    serve.add_argument("--worker-tls-key", type=Path, metavar="PEM", help="its key")
+    serve.add_argument(
         "--grace",
         type=float,
         default=30.0,
@@ -138,6 +153,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
         console.error(f"infc: {error}")
         return ERRORS
     start_server = functools.partial(start_server, credentials=credentials, auth=auth)
+    try:
+        args.worker_credentials = _worker_credentials(args)
+    except ValueError as error:
+        console.error(f"infc: {error}")
+        return ERRORS
     configure_logging(console.err)
     run_dir = tempfile.mkdtemp(prefix="infc-serve-")  # short: unix socket paths are limited
     try:
@@ -171,7 +191,13 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
 
     def make_gateway(plan, probe_first=frozenset()):
         probe_first = frozenset(probe_first) | set(args.remote)
-        return gateway_class(plan, metrics=metrics, load=load, probe_first=probe_first)
+        return gateway_class(
+            plan,
+            metrics=metrics,
+            load=load,
+            probe_first=probe_first,
+            worker_credentials=args.worker_credentials,
+        )
 
     gateway = make_gateway(plan)
     # `infc apply` replaces the gateway; whoever holds it follows the swap.
@@ -251,6 +277,27 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
             loop.remove_signal_handler(sig)
         log.info("event=stopped")
         sys.stdout.flush()
+
+
+def _worker_credentials(args: argparse.Namespace):
+    """TLS to network workers as the --worker-tls-* flags ask (None: plaintext)."""
+    if args.worker_tls_ca is None:
+        if args.worker_tls_cert is not None or args.worker_tls_key is not None:
+            raise ValueError("--worker-tls-cert and --worker-tls-key need --worker-tls-ca")
+        return None
+    if (args.worker_tls_cert is None) != (args.worker_tls_key is None):
+        raise ValueError("--worker-tls-cert and --worker-tls-key go together")
+    from inferplane.backends import tls
+
+    try:
+        return tls.channel_credentials(
+            args.worker_tls_ca,
+            args.worker_tls_cert,
+            args.worker_tls_key,
+            what=("--worker-tls-ca", "--worker-tls-cert", "--worker-tls-key"),
+        )
+    except tls.TlsFilesError as error:
+        raise ValueError(str(error)) from None
 
 
 def parse_remote(values: list[str], targets: list[str]) -> dict[str, list[str]]:

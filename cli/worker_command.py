@@ -14,6 +14,10 @@ runs; the worker reports it in its Health for the gateway's on-prem check
 (backends/host_location.py). Without either it reports the spec's declaration.
 A malformed value exits 1 before anything starts.
 
+`--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]` makes it serve TLS only
+(mutual with a client CA), for a worker the gateway reaches over a network;
+the files are checked before anything starts (backends/tls.py).
+
 `--parent-pid PID` (what `infc serve` passes) makes the worker stop when its
 parent dies, even by SIGKILL (backends/parent_watch.py).
 """
@@ -67,6 +71,21 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
         help="on SIGTERM, how long running batches may take to finish (default 30)",
     )
     worker.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="serve TLS only, with this certificate (and --tls-key); the gateway then "
+        "dials it with `infc serve --worker-tls-ca`",
+    )
+    worker.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's key")
+    worker.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="PEM",
+        help="with --tls-cert: accept only clients (gateways) with a certificate this CA "
+        "signed (mutual TLS)",
+    )
+    worker.add_argument(
         "--parent-pid",
         type=int,
         metavar="PID",
@@ -103,6 +122,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     except ValueError as error:
         console.error(f"infc: {error}")
         return ERRORS
+    try:
+        credentials = _credentials(args)
+    except ValueError as error:
+        console.error(f"infc: {error}")
+        return ERRORS
     compilation = compile_for_running(args.spec, console)
     if compilation is None:
         return ERRORS
@@ -120,7 +144,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return ERRORS
     configure_logging(console.err)
     try:
-        drained = serve(core, listen, grace_s=args.grace, out=console.out)
+        drained = serve(core, listen, grace_s=args.grace, out=console.out, credentials=credentials)
     except (OSError, HardwareMissing) as error:
         console.error(f"infc: {error}")
         return ERRORS
@@ -131,3 +155,24 @@ def run(args: argparse.Namespace, console: Console) -> int:
         sys.stdout.flush()
         os._exit(OK)
     return OK
+
+
+def _credentials(args: argparse.Namespace):
+    """The TLS the flags ask for (None: plaintext); ValueError saying what is wrong."""
+    if args.tls_cert is None and args.tls_key is None:
+        if args.tls_client_ca is not None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    from inferplane.backends import tls
+
+    try:
+        return tls.server_credentials(
+            args.tls_cert,
+            args.tls_key,
+            args.tls_client_ca,
+            what=("--tls-cert", "--tls-key", "--tls-client-ca"),
+        )
+    except tls.TlsFilesError as error:
+        raise ValueError(str(error)) from None

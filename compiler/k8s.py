@@ -23,8 +23,10 @@ with `--remote`, a Service (gRPC and metrics), its PodDisruptionBudget, and the
 plan in a ConfigMap, for review (`kubectl get configmap NAME-plan`). Targets
 with `workers` in the spec keep them. TLS files come from a Secret
 (`NAME-tls`: `tls.crt`, `tls.key`, `ca.crt`) mounted at the paths the spec
-names, and bearer tokens from a Secret (`NAME-tokens`, key `tokens`); neither
-Secret is rendered, so no secret is ever written by `infc`.
+names, and bearer tokens from a Secret (`NAME-tokens`, key `tokens`). With
+`worker_tls`, the workers serve mutual TLS from `NAME-worker-tls` and the
+gateway dials them with `NAME-gateway-worker-tls` (each `tls.crt`, `tls.key`,
+`ca.crt`, at WORKER_TLS_DIR). No Secret is rendered: `infc` never writes one.
 
 Every pod runs the image (`Options.image`, or one per hardware) with the
 spec's folder at `/srv/inferplane` (docs/kubernetes.md shows the Dockerfile):
@@ -56,6 +58,7 @@ GKE_TPU = {
 }
 MAX_TPU_CHIPS_PER_HOST = 8  # larger topologies span hosts: one pod cannot hold them
 HPA_CPU_UTILISATION = 70
+WORKER_TLS_DIR = "/etc/inferplane/worker-tls"  # the workers' Secret, and the gateway's client one
 STARTUP_PROBE_S = 600  # the longest model loading may take before kubelet restarts a worker
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 _LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -74,6 +77,7 @@ class Options:
     namespace: str | None = None
     gateway_replicas: int = 2
     grace_s: int = 30
+    worker_tls: bool = False  # mutual TLS between the gateway and the workers
 
     def image_for(self, hardware: str) -> str:
         return self.images.get(hardware, self.image)
@@ -156,8 +160,15 @@ def _grpc_probe(port: int, period_s: int, failures: int) -> dict:
     return {"grpc": {"port": port}, "periodSeconds": period_s, "failureThreshold": failures}
 
 
-def _tcp_probe(port: int) -> dict:
-    return {"tcpSocket": {"port": port}, "periodSeconds": 10, "failureThreshold": 3}
+def _tcp_probe(port: int, period_s: int = 10, failures: int = 3) -> dict:
+    return {"tcpSocket": {"port": port}, "periodSeconds": period_s, "failureThreshold": failures}
+
+
+def _worker_probe(options: Options, period_s: int, failures: int) -> dict:
+    # kubelet's gRPC probe speaks plaintext only: behind TLS, the port.
+    if options.worker_tls:
+        return _tcp_probe(WORKER_PORT, period_s, failures)
+    return _grpc_probe(WORKER_PORT, period_s, failures)
 
 
 def _pod_security() -> dict:
@@ -211,33 +222,39 @@ def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Optio
     selector, limits = _placement(target)
     cpu = str(target.threads or 1)
     location = f"{target.location.kind}:{target.location.site}"
+    args = ["worker", options.spec_file, "--target", target.name]
+    args += ["--listen", f"0.0.0.0:{WORKER_PORT}", "--grace", str(options.grace_s)]
+    if options.worker_tls:
+        args += [
+            "--tls-cert",
+            f"{WORKER_TLS_DIR}/tls.crt",
+            "--tls-key",
+            f"{WORKER_TLS_DIR}/tls.key",
+            "--tls-client-ca",
+            f"{WORKER_TLS_DIR}/ca.crt",
+        ]
     container = {
         "name": "worker",
         "image": options.image_for(target.hardware),
         "command": ["infc"],
-        "args": [
-            "worker",
-            options.spec_file,
-            "--target",
-            target.name,
-            "--listen",
-            f"0.0.0.0:{WORKER_PORT}",
-            "--grace",
-            str(options.grace_s),
-        ],
+        "args": args,
         "workingDir": WORKDIR,
         # The node selector below puts the pod there: the location is the deployment's word.
         "env": [{"name": "INFERPLANE_LOCATION", "value": location}],
         "ports": [{"name": "grpc", "containerPort": WORKER_PORT}],
         "resources": {"requests": {"cpu": cpu}, "limits": {"cpu": cpu, **limits}},
         # Loading and warming up models takes a while: the startup probe allows it.
-        "startupProbe": _grpc_probe(WORKER_PORT, 5, STARTUP_PROBE_S // 5),
-        "readinessProbe": _grpc_probe(WORKER_PORT, 5, 2),
+        "startupProbe": _worker_probe(options, 5, STARTUP_PROBE_S // 5),
+        "readinessProbe": _worker_probe(options, 5, 2),
         # Not grpc: a worker with a model that failed is not ready, but restarting
         # it would not load the model either.
         "livenessProbe": _tcp_probe(WORKER_PORT),
         "securityContext": _container_security(),
     }
+    volumes = []
+    if options.worker_tls:
+        container["volumeMounts"] = [{"name": "tls", "mountPath": WORKER_TLS_DIR, "readOnly": True}]
+        volumes = [{"name": "tls", "secret": {"secretName": f"{options.name}-worker-tls"}}]
     pod_labels = dict(labels)
     stateful = {
         "apiVersion": "apps/v1",
@@ -259,6 +276,7 @@ def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Optio
                     "nodeSelector": selector,
                     "securityContext": _pod_security(),
                     "containers": [container],
+                    "volumes": volumes,
                 },
             },
         },
@@ -351,11 +369,24 @@ def _gateway_objects(plan: plan_mod.Plan, local: list, options: Options) -> list
     args += ["--metrics", f"0.0.0.0:{metrics}", "--grace", str(options.grace_s)]
     for target in local:
         args += ["--remote", f"{target.name}={','.join(worker_endpoints(target, options))}"]
+    if options.worker_tls:
+        args += [
+            "--worker-tls-ca",
+            f"{WORKER_TLS_DIR}/ca.crt",
+            "--worker-tls-cert",
+            f"{WORKER_TLS_DIR}/tls.crt",
+            "--worker-tls-key",
+            f"{WORKER_TLS_DIR}/tls.key",
+        ]
     env = []
     if gateway.auth_tokens_env:
         secret = {"name": f"{options.name}-tokens", "key": "tokens"}
         env.append({"name": gateway.auth_tokens_env, "valueFrom": {"secretKeyRef": secret}})
     volumes, mounts = _secret_mounts(gateway, options)
+    if options.worker_tls:
+        client = f"{options.name}-gateway-worker-tls"
+        volumes.append({"name": "worker-tls", "secret": {"secretName": client}})
+        mounts.append({"name": "worker-tls", "mountPath": WORKER_TLS_DIR, "readOnly": True})
     # kubelet's gRPC probe speaks plaintext only: behind TLS, readiness is the port.
     ready = _tcp_probe(port) if gateway.tls else _grpc_probe(port, 5, 2)
     container = {

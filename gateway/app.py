@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar
 
+import grpc
 import numpy as np
 
 from inferplane.backends.batch import check_batch, check_outputs, label
@@ -130,6 +131,7 @@ class Gateway(MembershipDriver, LaneDriver):
         metrics: NullMetrics | None = None,
         load: LoadGauge | None = None,
         probe_first: Collection[str] = (),
+        worker_credentials: grpc.ChannelCredentials | None = None,
     ):
         self.plan = plan
         self.metrics = metrics if metrics is not None else NullMetrics()
@@ -142,7 +144,9 @@ class Gateway(MembershipDriver, LaneDriver):
         if client_factory is None:
 
             def client_factory(endpoint: str) -> WorkerClient:
-                return GrpcWorkerClient(endpoint, max_message_bytes=max_bytes)
+                return GrpcWorkerClient(
+                    endpoint, max_message_bytes=max_bytes, credentials=worker_credentials
+                )
 
         self._client_factory = client_factory
         self.routes = RouteTable.from_plan(plan, rng=self._rng)

@@ -25,13 +25,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import grpc
 
+from inferplane.backends import tls as tls_files
 from inferplane.compiler import plan
 
 log = logging.getLogger(__name__)
@@ -88,43 +88,14 @@ def load_tokens(variable: str, environ: Mapping[str, str]) -> Tokens:
     return Tokens(tokens, f"${variable}")
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise SecurityError(f"tls {what} {path}: cannot read it ({error.strerror})") from None
-
-
 def server_credentials(tls: plan.Tls, base_dir: Path) -> grpc.ServerCredentials:
-    """Credentials for `tls` (paths relative to `base_dir`, the spec's folder).
-
-    The files are checked with Python's ssl module first, because grpc only
-    finds a bad certificate at the first handshake and then says little."""
-    cert_path, key_path = base_dir / tls.cert, base_dir / tls.key
-    cert, key = _read(cert_path, "cert"), _read(key_path, "key")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    """Credentials for `tls` (paths relative to `base_dir`, the spec's folder);
+    the files are checked first (backends/tls.py)."""
+    client_ca = base_dir / tls.client_ca if tls.client_ca is not None else None
     try:
-        context.load_cert_chain(cert_path, key_path)
-    except ssl.SSLError as error:
-        raise SecurityError(
-            f"tls cert {cert_path} and key {key_path}: not a PEM certificate chain "
-            f"and its private key ({error.reason or error})"
-        ) from None
-    client_ca = None
-    if tls.client_ca is not None:
-        ca_path = base_dir / tls.client_ca
-        client_ca = _read(ca_path, "client_ca")
-        try:
-            context.load_verify_locations(cafile=ca_path)
-        except ssl.SSLError as error:
-            raise SecurityError(
-                f"tls client_ca {ca_path}: not PEM CA certificates ({error.reason or error})"
-            ) from None
-    return grpc.ssl_server_credentials(
-        [(key, cert)],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None,
-    )
+        return tls_files.server_credentials(base_dir / tls.cert, base_dir / tls.key, client_ca)
+    except tls_files.TlsFilesError as error:
+        raise SecurityError(str(error)) from None
 
 
 class BearerAuth(grpc.aio.ServerInterceptor):

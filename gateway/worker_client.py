@@ -96,17 +96,27 @@ class GrpcWorkerClient:
     """`WorkerClient` over `inferplane.worker.v1.Worker` on one grpc.aio channel.
 
     Create it inside the running event loop (grpc.aio binds a channel to it).
+    With `credentials`, a network endpoint is dialled over TLS (`infc serve
+    --worker-tls-ca`); a unix socket never is.
     """
 
-    def __init__(self, endpoint: str, *, max_message_bytes: int = 64 * 1024 * 1024):
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        credentials: grpc.ChannelCredentials | None = None,
+    ):
         self.endpoint = endpoint
-        self._channel = grpc.aio.insecure_channel(
-            endpoint,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
-        )
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if credentials is not None and not endpoint.startswith("unix:"):
+            # A worker over the network; a unix socket is this host's (a local worker).
+            self._channel = grpc.aio.secure_channel(endpoint, credentials, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(endpoint, options=options)
         self._stub = pb_grpc.WorkerStub(self._channel)
         self._stream: _Stream | None = None
         self._seq = itertools.count(1)

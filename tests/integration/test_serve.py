@@ -529,3 +529,126 @@ def test_apply_swaps_the_plan_under_load_without_a_failed_request(demo_copy: Pat
         assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
     finally:
         server.close()
+
+
+@pytest.mark.timeout(240)
+def test_workers_over_the_network_speak_mutual_tls(
+    lab_spec: Path, tmp_path: Path, workers, tls_files
+):
+    """`infc worker --tls-cert … --tls-client-ca …` and `infc serve --worker-tls-ca …`:
+    the gateway reaches the worker over mutual TLS; a plaintext client, or one without
+    the gateway's certificate, does not."""
+    import asyncio
+
+    import grpc
+    import numpy as np
+
+    from inferplane.backends import tls
+    from inferplane.gateway import converters
+    from inferplane.gateway.domain import InferRequest
+    from inferplane.gateway.errors import GatewayError
+    from inferplane.gateway.worker_client import GrpcWorkerClient
+    from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
+
+    worker = workers(
+        lab_spec,
+        "box",
+        "127.0.0.1:0",
+        "--location",
+        "onprem:lab-1",
+        "--tls-cert",
+        str(tls_files.server_cert),
+        "--tls-key",
+        str(tls_files.server_key),
+        "--tls-client-ca",
+        str(tls_files.ca),
+    )
+    worker.wait_ready()
+
+    async def probe(credentials) -> str:
+        client = GrpcWorkerClient(worker.address, credentials=credentials)
+        try:
+            health = await client.health(timeout=10)
+            return "ready" if health.ready else "not ready"
+        except GatewayError as error:
+            return error.worker_status
+        finally:
+            await client.close()
+
+    mutual = tls.channel_credentials(tls_files.ca, tls_files.client_cert, tls_files.client_key)
+    assert asyncio.run(probe(mutual)) == "ready"
+    assert asyncio.run(probe(None)) == "UNAVAILABLE"  # plaintext
+    assert asyncio.run(probe(tls.channel_credentials(tls_files.ca))) == "UNAVAILABLE"  # no cert
+
+    server = Server(
+        lab_spec,
+        tmp_path / "serve.log",
+        "--remote",
+        f"box={worker.address}",
+        "--worker-tls-ca",
+        str(tls_files.ca),
+        "--worker-tls-cert",
+        str(tls_files.client_cert),
+        "--worker-tls-key",
+        str(tls_files.client_key),
+    )
+    request = converters.infer_request_to_proto(
+        InferRequest("fraud-lite", "", "p0", {"features": np.ones((1, 30), np.float32)})
+    )
+    try:
+        line = server.wait_serving()
+        address = re.search(r" on (127\.0\.0\.1:\d+):", line).group(1)
+        with grpc.insecure_channel(address) as channel:
+            reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+            assert converters.infer_response_from_proto(reply)["score"].shape == (1, 2)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
+    finally:
+        server.close()
+
+
+def test_worker_tls_options_are_checked_before_anything_starts(lab_spec: Path, tls_files):
+    cases = [
+        (
+            [
+                "worker",
+                str(lab_spec),
+                "--target",
+                "box",
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                str(tls_files.server_cert),
+            ],
+            "infc: --tls-cert and --tls-key go together",
+        ),
+        (
+            [
+                "worker",
+                str(lab_spec),
+                "--target",
+                "box",
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                str(tls_files.server_cert),
+                "--tls-key",
+                str(tls_files.client_key),
+            ],
+            "infc: --tls-cert",
+        ),
+        (
+            ["serve", str(lab_spec), *LISTEN, "--worker-tls-cert", str(tls_files.client_cert)],
+            "infc: --worker-tls-cert and --worker-tls-key need --worker-tls-ca",
+        ),
+        (
+            ["serve", str(lab_spec), *LISTEN, "--worker-tls-ca", str(lab_spec.parent / "nope.pem")],
+            "infc: --worker-tls-ca",
+        ),
+    ]
+    for argv, says in cases:
+        done = subprocess.run(
+            [*INFC, *argv], capture_output=True, text=True, timeout=START_S, check=False
+        )
+        assert done.returncode == 1 and done.stdout == "", (argv, done.stdout, done.stderr)
+        assert done.stderr.startswith(says), (argv, done.stderr)

@@ -241,3 +241,29 @@ def test_default_name_is_the_spec_file_as_a_kubernetes_name():
 
     assert default_name("specs/Payments_v2.infer") == "payments-v2"
     assert default_name("/x/__.infer") == "inferplane"
+
+
+def test_worker_tls_mounts_the_secrets_and_passes_the_flags(example_models):
+    plan = plan_of("payments.infer")
+    objects = k8s.render(plan, options("payments", worker_tls=True))
+    parser = build_parser()
+    for obj in objects:
+        kubernetes_validate.validate(obj, K8S_VERSIONS[0], strict=True)
+    for stateful in by_kind(objects, "StatefulSet"):
+        container = container_of(stateful)
+        args = parser.parse_args(container["args"])
+        assert args.tls_cert == Path(k8s.WORKER_TLS_DIR) / "tls.crt"
+        assert args.tls_client_ca == Path(k8s.WORKER_TLS_DIR) / "ca.crt"
+        assert stateful["spec"]["template"]["spec"]["volumes"] == [
+            {"name": "tls", "secret": {"secretName": "payments-worker-tls"}}
+        ]
+        assert "tcpSocket" in container["readinessProbe"]  # kubelet cannot probe gRPC over TLS
+    (gateway,) = by_kind(objects, "Deployment")
+    args = parser.parse_args(container_of(gateway)["args"])
+    assert args.worker_tls_ca == Path(k8s.WORKER_TLS_DIR) / "ca.crt"
+    assert args.worker_tls_key == Path(k8s.WORKER_TLS_DIR) / "tls.key"
+    volumes = gateway["spec"]["template"]["spec"]["volumes"]
+    assert {
+        "name": "worker-tls",
+        "secret": {"secretName": "payments-gateway-worker-tls"},
+    } in volumes

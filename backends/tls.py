@@ -1,0 +1,93 @@
+"""TLS credentials from PEM files, checked before gRPC sees them.
+
+    server_credentials(cert, key, client_ca=None)   # the gateway's listener, a worker's
+    channel_credentials(ca, cert=None, key=None)    # the gateway dialling remote workers
+
+grpc only finds a bad certificate at the first handshake and then says little,
+so the files are loaded with Python's ssl module first: a file that cannot be
+read, a key that is not the certificate's, or a file that is not PEM raises
+TlsFilesError naming the file and the problem. `what` prefixes each message
+with the option or field the path came from (`tls cert`, `--tls-cert`).
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import grpc
+
+
+class TlsFilesError(Exception):
+    """A PEM file cannot be used; the message names it and says why."""
+
+
+def read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise TlsFilesError(f"{what} {path}: cannot read it ({error.strerror})") from None
+
+
+def check_pair(cert: Path, key: Path, what_cert: str, what_key: str) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as error:
+        raise TlsFilesError(
+            f"{what_cert} {cert} and {what_key} {key}: not a PEM certificate chain "
+            f"and its private key ({error.reason or error})"
+        ) from None
+
+
+def check_roots(path: Path, what: str) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cafile=path)
+    except ssl.SSLError as error:
+        raise TlsFilesError(
+            f"{what} {path}: not PEM CA certificates ({error.reason or error})"
+        ) from None
+
+
+def server_credentials(
+    cert: Path,
+    key: Path,
+    client_ca: Path | None = None,
+    *,
+    what: tuple[str, str, str] = ("tls cert", "tls key", "tls client_ca"),
+) -> grpc.ServerCredentials:
+    """TLS for a listener; with `client_ca`, clients must show a certificate it signed."""
+    what_cert, what_key, what_ca = what
+    cert_pem, key_pem = read(cert, what_cert), read(key, what_key)
+    check_pair(cert, key, what_cert, what_key)
+    roots = None
+    if client_ca is not None:
+        roots = read(client_ca, what_ca)
+        check_roots(client_ca, what_ca)
+    return grpc.ssl_server_credentials(
+        [(key_pem, cert_pem)], root_certificates=roots, require_client_auth=roots is not None
+    )
+
+
+def channel_credentials(
+    ca: Path | None,
+    cert: Path | None = None,
+    key: Path | None = None,
+    *,
+    what: tuple[str, str, str] = ("--tls-ca", "--tls-cert", "--tls-key"),
+) -> grpc.ChannelCredentials:
+    """TLS for a client trusting `ca` (None: the system's roots), with a client
+    certificate when `cert` and `key` are given (mutual TLS)."""
+    what_ca, what_cert, what_key = what
+    roots = None
+    if ca is not None:
+        roots = read(ca, what_ca)
+        check_roots(ca, what_ca)
+    chain = private = None
+    if cert is not None and key is not None:
+        chain, private = read(cert, what_cert), read(key, what_key)
+        check_pair(cert, key, what_cert, what_key)
+    return grpc.ssl_channel_credentials(
+        root_certificates=roots, private_key=private, certificate_chain=chain
+    )
