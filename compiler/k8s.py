@@ -31,41 +31,41 @@ gateway dials them with `NAME-gateway-worker-tls` (each `tls.crt`, `tls.key`,
 Every pod runs the image (`Options.image`, or one per hardware) with the
 spec's folder at `/srv/inferplane` (docs/kubernetes.md shows the Dockerfile):
 the spec, its models and their built artifacts.
+
+The generic builders are compiler/k8s_objects.py's; where pods go and what
+they claim, compiler/k8s_placement.py's.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from inferplane.compiler import plan as plan_mod
-from inferplane.compiler.estimate import lookup_accelerator
+from inferplane.compiler.k8s_objects import (
+    K8sError,
+    autoscaler,
+    container_security,
+    disruption_budget,
+    grpc_probe,
+    label_value,
+    metadata,
+    pod_security,
+    summary,
+    tcp_probe,
+    to_yaml,
+)
+from inferplane.compiler.k8s_placement import LABEL_PREFIX, placement
 
 WORKDIR = "/srv/inferplane"
 WORKER_PORT = 9100
 GATEWAY_PORT = 8001
 METRICS_PORT = 9464
-LABEL_PREFIX = "inferplane.io"
-# GKE's node label for a TPU generation (cloud.google.com/gke-tpu-accelerator).
-GKE_TPU = {
-    "v4": "tpu-v4-podslice",
-    "v5e": "tpu-v5-lite-podslice",
-    "v5p": "tpu-v5p-slice",
-    "v6e": "tpu-v6e-slice",
-}
-MAX_TPU_CHIPS_PER_HOST = 8  # larger topologies span hosts: one pod cannot hold them
-HPA_CPU_UTILISATION = 70
 WORKER_TLS_DIR = "/etc/inferplane/worker-tls"  # the workers' Secret, and the gateway's client one
 STARTUP_PROBE_S = 600  # the longest model loading may take before kubelet restarts a worker
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
-_LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-class K8sError(Exception):
-    """The plan cannot be rendered as asked; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -101,14 +101,6 @@ def render(plan: plan_mod.Plan, options: Options) -> list[dict]:
     return objects
 
 
-def label_value(text: str) -> str:
-    """`text` as a Kubernetes label value: other characters become `.`, at most 63."""
-    value = _LABEL_VALUE_BAD.sub(".", text).strip("._-")[:63].strip("._-")
-    if not value:
-        raise K8sError(f"`{text}` has nothing a Kubernetes label value can keep")
-    return value
-
-
 def worker_endpoints(target: plan_mod.Target, options: Options) -> list[str]:
     """Every stable worker address the target's range allows (the gateway's --remote)."""
     stateful = f"{options.name}-{target.name}"
@@ -127,15 +119,6 @@ def _check_name(name: str, what: str) -> None:
         )
 
 
-def _metadata(name: str, options: Options, labels: Mapping[str, str], **extra) -> dict:
-    metadata: dict = {"name": name}
-    if options.namespace:
-        metadata["namespace"] = options.namespace
-    metadata["labels"] = dict(labels)
-    metadata.update(extra)
-    return metadata
-
-
 def _labels(options: Options, component: str, target: str | None = None) -> dict[str, str]:
     labels = {
         "app.kubernetes.io/name": "inferplane",
@@ -151,75 +134,22 @@ def _plan_config(plan: plan_mod.Plan, options: Options) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(f"{options.name}-plan", options, _labels(options, "plan")),
+        "metadata": metadata(f"{options.name}-plan", options.namespace, _labels(options, "plan")),
         "data": {"plan.json": plan.to_json()},
     }
-
-
-def _grpc_probe(port: int, period_s: int, failures: int) -> dict:
-    return {"grpc": {"port": port}, "periodSeconds": period_s, "failureThreshold": failures}
-
-
-def _tcp_probe(port: int, period_s: int = 10, failures: int = 3) -> dict:
-    return {"tcpSocket": {"port": port}, "periodSeconds": period_s, "failureThreshold": failures}
 
 
 def _worker_probe(options: Options, period_s: int, failures: int) -> dict:
     # kubelet's gRPC probe speaks plaintext only: behind TLS, the port.
     if options.worker_tls:
-        return _tcp_probe(WORKER_PORT, period_s, failures)
-    return _grpc_probe(WORKER_PORT, period_s, failures)
-
-
-def _pod_security() -> dict:
-    return {"runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
-
-
-def _container_security() -> dict:
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-
-
-def _tpu_chips(target: plan_mod.Target) -> int:
-    if target.topology:
-        chips = math.prod(int(side) for side in target.topology.split("x"))
-    else:
-        chips = target.devices
-    if chips > MAX_TPU_CHIPS_PER_HOST:
-        raise K8sError(
-            f"target `{target.name}`: topology {target.topology} is {chips} TPU chips, more "
-            f"than one host has ({MAX_TPU_CHIPS_PER_HOST}); multi-host slices are not rendered"
-        )
-    return chips
-
-
-def _placement(target: plan_mod.Target) -> tuple[dict[str, str], dict[str, str]]:
-    """(nodeSelector, resource limits) for the target's location and hardware."""
-    selector = {
-        f"{LABEL_PREFIX}/location": target.location.kind,
-        f"{LABEL_PREFIX}/site": label_value(target.location.site),
-    }
-    limits: dict[str, str] = {}
-    unit = lookup_accelerator(target.hardware, target.accelerator) if target.accelerator else None
-    if target.hardware == "gpu":
-        limits["nvidia.com/gpu"] = str(target.devices)
-        if target.accelerator:
-            name = unit.name if unit is not None else target.accelerator
-            selector[f"{LABEL_PREFIX}/accelerator"] = label_value(name.lower())
-    elif target.hardware == "tpu":
-        limits["google.com/tpu"] = str(_tpu_chips(target))
-        if unit is not None and unit.name in GKE_TPU:
-            selector["cloud.google.com/gke-tpu-accelerator"] = GKE_TPU[unit.name]
-        elif target.accelerator:
-            selector[f"{LABEL_PREFIX}/accelerator"] = label_value(target.accelerator.lower())
-        if target.topology:
-            selector["cloud.google.com/gke-tpu-topology"] = target.topology
-    return selector, limits
+        return tcp_probe(WORKER_PORT, period_s, failures)
+    return grpc_probe(WORKER_PORT, period_s, failures)
 
 
 def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Options) -> list:
     name = f"{options.name}-{target.name}"
     labels = _labels(options, "worker", target.name)
-    selector, limits = _placement(target)
+    selector, limits = placement(target)
     cpu = str(target.threads or 1)
     location = f"{target.location.kind}:{target.location.site}"
     args = ["worker", options.spec_file, "--target", target.name]
@@ -248,8 +178,8 @@ def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Optio
         "readinessProbe": _worker_probe(options, 5, 2),
         # Not grpc: a worker with a model that failed is not ready, but restarting
         # it would not load the model either.
-        "livenessProbe": _tcp_probe(WORKER_PORT),
-        "securityContext": _container_security(),
+        "livenessProbe": tcp_probe(WORKER_PORT),
+        "securityContext": container_security(),
     }
     volumes = []
     if options.worker_tls:
@@ -259,7 +189,7 @@ def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Optio
     stateful = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": _metadata(name, options, labels),
+        "metadata": metadata(name, options.namespace, labels),
         "spec": {
             "serviceName": name,
             "replicas": target.replicas.min,
@@ -274,7 +204,7 @@ def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Optio
                     "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": options.grace_s + 10,
                     "nodeSelector": selector,
-                    "securityContext": _pod_security(),
+                    "securityContext": pod_security(),
                     "containers": [container],
                     "volumes": volumes,
                 },
@@ -284,7 +214,7 @@ def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Optio
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(name, options, labels),
+        "metadata": metadata(name, options.namespace, labels),
         "spec": {
             "clusterIP": "None",
             # The gateway probes workers itself, loading ones included.
@@ -293,44 +223,12 @@ def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Optio
             "ports": [{"name": "grpc", "port": WORKER_PORT, "appProtocol": "kubernetes.io/h2c"}],
         },
     }
-    objects = [service, stateful, _disruption_budget(name, options, labels)]
+    objects = [service, stateful, disruption_budget(name, options.namespace, labels)]
     if target.replicas.max > target.replicas.min:
-        objects.append(_autoscaler(name, target, options, labels))
+        objects.append(
+            autoscaler(name, options.namespace, labels, target.replicas.min, target.replicas.max)
+        )
     return objects
-
-
-def _disruption_budget(name: str, options: Options, labels: Mapping[str, str]) -> dict:
-    return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": _metadata(name, options, labels),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(labels)}},
-    }
-
-
-def _autoscaler(name: str, target: plan_mod.Target, options: Options, labels) -> dict:
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(name, options, labels),
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name},
-            "minReplicas": max(1, target.replicas.min),
-            "maxReplicas": target.replicas.max,
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": {
-                            "type": "Utilization",
-                            "averageUtilization": HPA_CPU_UTILISATION,
-                        },
-                    },
-                }
-            ],
-        },
-    }
 
 
 def _port_of(address: str | None, default: int) -> int:
@@ -388,7 +286,7 @@ def _gateway_objects(plan: plan_mod.Plan, local: list, options: Options) -> list
         volumes.append({"name": "worker-tls", "secret": {"secretName": client}})
         mounts.append({"name": "worker-tls", "mountPath": WORKER_TLS_DIR, "readOnly": True})
     # kubelet's gRPC probe speaks plaintext only: behind TLS, readiness is the port.
-    ready = _tcp_probe(port) if gateway.tls else _grpc_probe(port, 5, 2)
+    ready = tcp_probe(port) if gateway.tls else grpc_probe(port, 5, 2)
     container = {
         "name": "gateway",
         "image": options.image_for("cpu"),
@@ -402,16 +300,16 @@ def _gateway_objects(plan: plan_mod.Plan, local: list, options: Options) -> list
         ],
         "resources": {"requests": {"cpu": "1"}},
         "readinessProbe": ready,
-        "livenessProbe": _tcp_probe(port),
+        "livenessProbe": tcp_probe(port),
         # Endpoints drop the pod before it stops taking requests (then SIGTERM drains).
         "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
         "volumeMounts": mounts,
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
     }
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(name, options, labels),
+        "metadata": metadata(name, options.namespace, labels),
         "spec": {
             "replicas": options.gateway_replicas,
             "selector": {"matchLabels": labels},
@@ -427,7 +325,7 @@ def _gateway_objects(plan: plan_mod.Plan, local: list, options: Options) -> list
                 "spec": {
                     "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": options.grace_s + 15,
-                    "securityContext": _pod_security(),
+                    "securityContext": pod_security(),
                     "containers": [container],
                     "volumes": volumes,
                 },
@@ -437,7 +335,7 @@ def _gateway_objects(plan: plan_mod.Plan, local: list, options: Options) -> list
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(name, options, labels),
+        "metadata": metadata(name, options.namespace, labels),
         "spec": {
             "selector": labels,
             "ports": [
@@ -446,25 +344,7 @@ def _gateway_objects(plan: plan_mod.Plan, local: list, options: Options) -> list
             ],
         },
     }
-    return [service, deployment, _disruption_budget(name, options, labels)]
+    return [service, deployment, disruption_budget(name, options.namespace, labels)]
 
 
-def to_yaml(objects: list[dict]) -> str:
-    """The objects as one YAML stream (`kubectl apply -f -`)."""
-    import yaml  # here: only this command needs it
-
-    class _Dumper(yaml.SafeDumper):
-        def ignore_aliases(self, data) -> bool:
-            return True  # no &id001 anchors: a shared labels dict is written out each time
-
-    def literal(dumper, text: str):  # the plan's JSON stays readable
-        style = "|" if "\n" in text else None
-        return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
-
-    _Dumper.add_representer(str, literal)
-    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, width=100)
-
-
-def summary(objects: list[dict]) -> str:
-    """One comment line per object, for the head of the stream."""
-    return "".join(f"# {o['kind']} {o['metadata']['name']}\n" for o in objects)
+__all__ = ["K8sError", "Options", "label_value", "render", "summary", "to_yaml", "worker_endpoints"]

@@ -34,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 
 from inferplane.gateway import admin
 from inferplane.gateway import converters as conv
+from inferplane.gateway import model_info as info
 from inferplane.gateway.app import Gateway
 from inferplane.gateway.errors import kind_of, public_message, status_of
 from inferplane.gateway.security import BearerAuth
@@ -88,40 +89,40 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_edge
     async def ServerLive(self, request, context):
-        return conv.server_live_to_proto(True)
+        return info.server_live_to_proto(True)
 
     @_edge
     async def ServerReady(self, request, context):
-        return conv.server_ready_to_proto(self.gateway.ready)
+        return info.server_ready_to_proto(self.gateway.ready)
 
     @_edge
     async def ModelReady(self, request, context):
-        return conv.model_ready_to_proto(self.gateway.model_ready(*conv.name_and_version(request)))
+        return info.model_ready_to_proto(self.gateway.model_ready(*info.name_and_version(request)))
 
     @_edge
     async def ServerMetadata(self, request, context):
-        return conv.server_metadata_to_proto(self.version)
+        return info.server_metadata_to_proto(self.version)
 
     @_edge
     async def ModelMetadata(self, request, context):
-        name, version = conv.name_and_version(request)
-        return conv.model_metadata_to_proto(self.gateway.plan, name, version)
+        name, version = info.name_and_version(request)
+        return info.model_metadata_to_proto(self.gateway.plan, name, version)
 
     @_edge
     async def ModelConfig(self, request, context):
-        name, version = conv.name_and_version(request)
-        return conv.model_config_to_proto(self.gateway.plan, name, version)
+        name, version = info.name_and_version(request)
+        return info.model_config_to_proto(self.gateway.plan, name, version)
 
     @_edge
     async def RepositoryIndex(self, request, context):
         availability = self.gateway.availability()
-        return conv.repository_index_to_proto(
+        return info.repository_index_to_proto(
             self.gateway.plan, availability, ready_only=request.ready
         )
 
     @_edge
     async def ModelStatistics(self, request, context):
-        return conv.model_statistics_to_proto(
+        return info.model_statistics_to_proto(
             self.gateway.statistics(request.name, request.version)
         )
 

@@ -1,4 +1,4 @@
-"""gateway/converters.py and gateway/errors.py: the public API's protobuf ↔ domain.
+"""The public API's protobuf ↔ domain: gateway/converters.py, model_info.py and errors.py.
 
 Tensors round-trip in raw and typed form for every datatype; every refusal
 names the tensor and both sides; metadata and configuration come from the
@@ -28,7 +28,7 @@ from google.protobuf.internal import enum_type_wrapper
 from inferplane.compiler import plan as plan_mod
 from inferplane.compiler.compilation import Compilation
 from inferplane.gateway import converters as conv
-from inferplane.gateway import domain, errors
+from inferplane.gateway import domain, errors, model_info
 from inferplane.gateway.errors import Internal, InvalidArgument, NotFound
 from inferplane.protos import grpc_service_pb2 as pb
 from inferplane.protos import model_config_pb2 as mc
@@ -398,7 +398,7 @@ def _replace_model(plan: plan_mod.Plan, name: str, **changes) -> plan_mod.Plan:
 
 
 def test_model_metadata_keeps_the_batch_axis(demo: plan_mod.Plan):
-    meta = conv.model_metadata_to_proto(demo, "fraud-scorer")
+    meta = model_info.model_metadata_to_proto(demo, "fraud-scorer")
     assert (meta.name, list(meta.versions), meta.platform) == (
         "fraud-scorer",
         ["1", "2"],
@@ -410,33 +410,33 @@ def test_model_metadata_keeps_the_batch_axis(demo: plan_mod.Plan):
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.outputs] == [
         ("score", "FP32", [-1, 2])
     ]
-    text = conv.model_metadata_to_proto(demo, "support-intent", "1")
+    text = model_info.model_metadata_to_proto(demo, "support-intent", "1")
     assert [(t.name, t.datatype, list(t.shape)) for t in text.inputs] == [("text", "BYTES", [-1])]
 
 
 def test_unknown_names_and_versions(demo: plan_mod.Plan):
     with pytest.raises(NotFound) as caught:
-        conv.model_metadata_to_proto(demo, "fraud-scorer", "3")
+        model_info.model_metadata_to_proto(demo, "fraud-scorer", "3")
     assert str(caught.value) == "model `fraud-scorer` has no version `3`; its versions are 1, 2"
     with pytest.raises(NotFound) as caught:
-        conv.model_config_to_proto(demo, "nope")
+        model_info.model_config_to_proto(demo, "nope")
     assert str(caught.value) == (
         "unknown model or route `nope`; known: `fraud-lite`, `fraud-scorer`, `payments`, "
         "`support-intent`"
     )
     with pytest.raises(InvalidArgument, match="`payments` is a route and takes no version"):
-        conv.model_metadata_to_proto(demo, "payments", "1")
+        model_info.model_metadata_to_proto(demo, "payments", "1")
 
 
 def test_a_route_answers_as_its_primary_model_under_its_own_name(demo: plan_mod.Plan):
-    meta = conv.model_metadata_to_proto(demo, "payments")
-    scorer = conv.model_metadata_to_proto(demo, "fraud-scorer", "1")
+    meta = model_info.model_metadata_to_proto(demo, "payments")
+    scorer = model_info.model_metadata_to_proto(demo, "fraud-scorer", "1")
     # perf_analyzer sends its inferences to the name the metadata gives
     assert meta.name == "payments"
     assert list(meta.versions) == []
     assert meta.inputs == scorer.inputs
     assert meta.outputs == scorer.outputs
-    config = conv.model_config_to_proto(demo, "payments").config
+    config = model_info.model_config_to_proto(demo, "payments").config
     assert config.name == "payments"
     assert not config.HasField("version_policy")
     assert config.parameters["route"].string_value == (
@@ -454,7 +454,7 @@ def test_primary_entry_is_the_largest_share_first_on_a_tie():
 
 
 def test_model_config_dims_exclude_the_batch_axis(demo: plan_mod.Plan):
-    config = conv.model_config_to_proto(demo, "fraud-scorer").config
+    config = model_info.model_config_to_proto(demo, "fraud-scorer").config
     assert (config.name, config.platform, config.backend) == (
         "fraud-scorer",
         "onnxruntime_onnx",
@@ -475,7 +475,7 @@ def test_model_config_dims_exclude_the_batch_axis(demo: plan_mod.Plan):
         ("laptop", mc.ModelInstanceGroup.KIND_CPU, 2)
     ]
     assert config.parameters["precision"].string_value == "fp32"
-    text = conv.model_config_to_proto(demo, "support-intent").config
+    text = model_info.model_config_to_proto(demo, "support-intent").config
     assert text.max_batch_size == 16
     assert [(t.name, t.data_type, list(t.dims)) for t in text.input] == [
         ("text", mc.TYPE_STRING, [])
@@ -489,9 +489,9 @@ def test_perf_analyzer_sees_consistent_shapes(demo: plan_mod.Plan):
     ModelConfig's max_batch_size is above 0; that must give ModelConfig's dims."""
     names = [m.name for m in demo.models] + [r.name for r in demo.routes]
     for name in names:
-        meta = conv.model_metadata_to_proto(demo, name)
+        meta = model_info.model_metadata_to_proto(demo, name)
         config = json_format.MessageToDict(
-            conv.model_config_to_proto(demo, name).config, preserving_proto_field_name=True
+            model_info.model_config_to_proto(demo, name).config, preserving_proto_field_name=True
         )
         batch = config.get("max_batch_size", 0)
         for tensors, configured in (
@@ -510,11 +510,11 @@ def test_model_config_without_a_batch_axis(demo: plan_mod.Plan):
         outputs=[plan_mod.TensorSpec(name="score", datatype="FP32", shape=[2])],
     )
     plan = _replace_model(demo, "fraud-lite", signature=signature)
-    config = conv.model_config_to_proto(plan, "fraud-lite").config
+    config = model_info.model_config_to_proto(plan, "fraud-lite").config
     assert config.max_batch_size == 0
     assert list(config.input[0].dims) == [30]
     assert config.WhichOneof("scheduling_choice") is None
-    assert list(conv.model_metadata_to_proto(plan, "fraud-lite").inputs[0].shape) == [30]
+    assert list(model_info.model_metadata_to_proto(plan, "fraud-lite").inputs[0].shape) == [30]
 
 
 def test_fixed_batching_prefers_its_size_and_tpu_runs_on_jax(demo: plan_mod.Plan):
@@ -525,11 +525,11 @@ def test_fixed_batching_prefers_its_size_and_tpu_runs_on_jax(demo: plan_mod.Plan
     ]
     targets = [t.model_copy(update={"hardware": "tpu"}) for t in demo.targets]
     plan = _replace_model(demo, "fraud-lite", shards=shards).model_copy(update={"targets": targets})
-    config = conv.model_config_to_proto(plan, "fraud-lite").config
+    config = model_info.model_config_to_proto(plan, "fraud-lite").config
     assert list(config.dynamic_batching.preferred_batch_size) == [64]
     assert (config.platform, config.backend) == ("jax", "jax")
     assert config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_MODEL
-    assert conv.model_metadata_to_proto(plan, "fraud-lite").platform == "jax"
+    assert model_info.model_metadata_to_proto(plan, "fraud-lite").platform == "jax"
 
 
 def test_repository_index(demo: plan_mod.Plan):
@@ -537,7 +537,7 @@ def test_repository_index(demo: plan_mod.Plan):
         ("fraud-lite", 1): domain.Availability(),
         ("fraud-scorer", 1): domain.Availability("LOADING", "warming up"),
     }
-    index = conv.repository_index_to_proto(demo, availability)
+    index = model_info.repository_index_to_proto(demo, availability)
     assert [(m.name, m.version, m.state, m.reason) for m in index.models] == [
         ("fraud-lite", "1", "READY", ""),
         ("fraud-scorer", "1", "LOADING", "warming up"),
@@ -545,9 +545,9 @@ def test_repository_index(demo: plan_mod.Plan):
         ("payments", "", "READY", ""),  # its fallback is ready
         ("support-intent", "1", "UNAVAILABLE", "no worker has reported it yet"),
     ]
-    ready = conv.repository_index_to_proto(demo, availability, ready_only=True)
+    ready = model_info.repository_index_to_proto(demo, availability, ready_only=True)
     assert [m.name for m in ready.models] == ["fraud-lite", "payments"]
-    nothing = conv.repository_index_to_proto(demo, {})
+    nothing = model_info.repository_index_to_proto(demo, {})
     assert ("payments", "UNAVAILABLE", "none of its models is ready") in [
         (m.name, m.state, m.reason) for m in nothing.models
     ]
@@ -569,7 +569,7 @@ def test_model_statistics():
             domain.BatchStats(4, compute_infer=domain.Duration(2, 1_000_000)),
         ),
     )
-    answer = conv.model_statistics_to_proto([stats])
+    answer = model_info.model_statistics_to_proto([stats])
     row = answer.model_stats[0]
     assert (row.name, row.version, row.last_inference) == ("fraud-scorer", "1", 1_700_000_000_000)
     assert (row.inference_count, row.execution_count) == (40, 3)
@@ -581,14 +581,14 @@ def test_model_statistics():
 
 
 def test_server_metadata_and_health_answers():
-    meta = conv.server_metadata_to_proto("0.1.0")
+    meta = model_info.server_metadata_to_proto("0.1.0")
     assert (meta.name, meta.version) == ("inferplane", "0.1.0")
     assert list(meta.extensions) == ["model_configuration", "statistics"]
-    assert conv.server_live_to_proto(True).live
-    assert not conv.server_ready_to_proto(False).ready
-    assert conv.model_ready_to_proto(True).ready
+    assert model_info.server_live_to_proto(True).live
+    assert not model_info.server_ready_to_proto(False).ready
+    assert model_info.model_ready_to_proto(True).ready
     request = pb.ModelConfigRequest(name="payments", version="")
-    assert conv.name_and_version(request) == ("payments", "")
+    assert model_info.name_and_version(request) == ("payments", "")
 
 
 # --- tritonclient, when installed
@@ -687,13 +687,13 @@ def test_tritonclient_reads_our_response(triton):
 
 
 def test_tritonclient_reads_our_metadata_and_config(triton, demo: plan_mod.Plan):
-    ours = conv.model_config_to_proto(demo, "fraud-scorer")
+    ours = model_info.model_config_to_proto(demo, "fraud-scorer")
     config = triton.pb.ModelConfigResponse.FromString(ours.SerializeToString()).config
     assert config.max_batch_size == 32
     assert list(config.input[0].dims) == [30]
     assert config.input[0].data_type == triton.mc.TYPE_FP32
     assert config.dynamic_batching.max_queue_delay_microseconds == 2000
-    meta = conv.model_metadata_to_proto(demo, "payments")
+    meta = model_info.model_metadata_to_proto(demo, "payments")
     theirs = triton.pb.ModelMetadataResponse.FromString(meta.SerializeToString())
     assert (theirs.name, list(theirs.inputs[0].shape)) == ("payments", [-1, 30])
 
@@ -706,7 +706,7 @@ def test_tritonclient_reads_our_statistics(triton):
         success=domain.Duration(5, 1_000),
         batches=(domain.BatchStats(4, compute_infer=domain.Duration(1, 800)),),
     )
-    ours = conv.model_statistics_to_proto([stats])
+    ours = model_info.model_statistics_to_proto([stats])
     theirs = triton.pb.ModelStatisticsResponse.FromString(ours.SerializeToString())
     row = theirs.model_stats[0]
     assert (row.name, row.version, row.inference_count) == ("payments", "1", 5)
