@@ -87,3 +87,52 @@ def test_plan_against_an_address_where_nothing_listens(example_models: Path):
     assert err.strip() == (
         f"infc: no gateway answers at {address} (connection refused): is `infc serve` running?"
     )
+
+
+def test_apply_plan_refuses_what_is_not_a_plan_or_was_edited(example_models: Path):
+    from inferplane.gateway.swap import PlanSwap
+
+    plan = Compilation.from_path(SPECS / "demo.infer").plan
+    assert plan is not None
+    tampered = plan.to_json().replace('"window_s": 0.002', '"window_s": 0.004', 1)
+    assert tampered != plan.to_json()
+
+    async def call(stub, text: str) -> tuple[grpc.StatusCode, str]:
+        try:
+            await stub.ApplyPlan(admin_pb2.ApplyPlanRequest(plan_json=text), timeout=CALL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as error:
+            return error.code(), error.details()
+        return grpc.StatusCode.OK, ""
+
+    async def scenario():
+        gateway = Gateway(plan)
+        without, address_without = await start_server(
+            gateway, "127.0.0.1:0", max_message_bytes=1 << 26
+        )
+        swap = PlanSwap(Gateway(plan), make_gateway=lambda p, probe_first: Gateway(p))
+        with_swap, address = await start_server(
+            swap.gateway, "127.0.0.1:0", max_message_bytes=1 << 26, swap=swap
+        )
+        try:
+            async with grpc.aio.insecure_channel(address) as channel:
+                stub = admin_pb2_grpc.AdminStub(channel)
+                garbage = await call(stub, "{not json")
+                edited = await call(stub, tampered)
+                same = await call(stub, plan.to_json())  # nothing to change: a no-op swap
+            async with grpc.aio.insecure_channel(address_without) as channel:
+                unimplemented = await call(admin_pb2_grpc.AdminStub(channel), plan.to_json())
+            return garbage, edited, same, unimplemented, swap.swaps
+        finally:
+            await without.stop(grace=0.5)
+            await with_swap.stop(grace=0.5)
+
+    garbage, edited, same, unimplemented, swaps = asyncio.run(scenario())
+    assert garbage[0] == grpc.StatusCode.INVALID_ARGUMENT and "not a routing plan" in garbage[1]
+    assert edited == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "the plan's content_hash does not match its content: it was edited after "
+        "`infc plan --json` wrote it",
+    )
+    assert unimplemented[0] == grpc.StatusCode.UNIMPLEMENTED
+    # The gateway has no worker, so it is not ready: nor need the new one be.
+    assert same == (grpc.StatusCode.OK, "") and swaps == 1
