@@ -52,10 +52,13 @@ from inferplane.compiler.k8s_objects import (
     grpc_probe,
     label_value,
     metadata,
-    pod_security,
+    pod_template,
     summary,
     tcp_probe,
     to_yaml,
+)
+from inferplane.compiler.k8s_objects import (
+    service as k8s_service,
 )
 from inferplane.compiler.k8s_placement import LABEL_PREFIX, placement
 
@@ -185,7 +188,7 @@ def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Optio
     if options.worker_tls:
         container["volumeMounts"] = [{"name": "tls", "mountPath": WORKER_TLS_DIR, "readOnly": True}]
         volumes = [{"name": "tls", "secret": {"secretName": f"{options.name}-worker-tls"}}]
-    pod_labels = dict(labels)
+    annotations = {f"{LABEL_PREFIX}/plan-hash": plan.content_hash}
     stateful = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -195,34 +198,18 @@ def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Optio
             "replicas": target.replicas.min,
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {
-                    "labels": pod_labels,
-                    "annotations": {f"{LABEL_PREFIX}/plan-hash": plan.content_hash},
-                },
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "terminationGracePeriodSeconds": options.grace_s + 10,
-                    "nodeSelector": selector,
-                    "securityContext": pod_security(),
-                    "containers": [container],
-                    "volumes": volumes,
-                },
-            },
+            "template": pod_template(
+                labels,
+                annotations,
+                container,
+                grace_s=options.grace_s + 10,
+                volumes=volumes,
+                node_selector=selector,
+            ),
         },
     }
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(name, options.namespace, labels),
-        "spec": {
-            "clusterIP": "None",
-            # The gateway probes workers itself, loading ones included.
-            "publishNotReadyAddresses": True,
-            "selector": labels,
-            "ports": [{"name": "grpc", "port": WORKER_PORT, "appProtocol": "kubernetes.io/h2c"}],
-        },
-    }
+    grpc_port = {"name": "grpc", "port": WORKER_PORT, "appProtocol": "kubernetes.io/h2c"}
+    service = k8s_service(name, options.namespace, labels, [grpc_port], headless=True)
     objects = [service, stateful, disruption_budget(name, options.namespace, labels)]
     if target.replicas.max > target.replicas.min:
         objects.append(
@@ -306,6 +293,11 @@ def _gateway_objects(plan: plan_mod.Plan, local: list, options: Options) -> list
         "volumeMounts": mounts,
         "securityContext": container_security(),
     }
+    annotations = {
+        f"{LABEL_PREFIX}/plan-hash": plan.content_hash,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(metrics),
+    }
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -313,37 +305,16 @@ def _gateway_objects(plan: plan_mod.Plan, local: list, options: Options) -> list
         "spec": {
             "replicas": options.gateway_replicas,
             "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {
-                    "labels": dict(labels),
-                    "annotations": {
-                        f"{LABEL_PREFIX}/plan-hash": plan.content_hash,
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(metrics),
-                    },
-                },
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "terminationGracePeriodSeconds": options.grace_s + 15,
-                    "securityContext": pod_security(),
-                    "containers": [container],
-                    "volumes": volumes,
-                },
-            },
+            "template": pod_template(
+                labels, annotations, container, grace_s=options.grace_s + 15, volumes=volumes
+            ),
         },
     }
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(name, options.namespace, labels),
-        "spec": {
-            "selector": labels,
-            "ports": [
-                {"name": "grpc", "port": port, "appProtocol": "kubernetes.io/h2c"},
-                {"name": "metrics", "port": metrics},
-            ],
-        },
-    }
+    ports = [
+        {"name": "grpc", "port": port, "appProtocol": "kubernetes.io/h2c"},
+        {"name": "metrics", "port": metrics},
+    ]
+    service = k8s_service(name, options.namespace, labels, ports)
     return [service, deployment, disruption_budget(name, options.namespace, labels)]
 
 

@@ -51,6 +51,50 @@ def container_security() -> dict:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
+def pod_template(
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    container: dict,
+    *,
+    grace_s: int,
+    volumes: list,
+    node_selector: Mapping[str, str] | None = None,
+) -> dict:
+    """One container's pod: no service account token, non-root, RuntimeDefault seccomp."""
+    spec: dict = {
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": grace_s,
+    }
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    spec["securityContext"] = pod_security()
+    spec["containers"] = [container]
+    spec["volumes"] = volumes
+    return {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": spec}
+
+
+def service(
+    name: str,
+    namespace: str | None,
+    labels: Mapping[str, str],
+    ports: list[dict],
+    *,
+    headless: bool = False,
+) -> dict:
+    spec: dict = {}
+    if headless:
+        # Pods are named in DNS before they are ready: their client probes them itself.
+        spec = {"clusterIP": "None", "publishNotReadyAddresses": True}
+    spec["selector"] = dict(labels)
+    spec["ports"] = ports
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(name, namespace, labels),
+        "spec": spec,
+    }
+
+
 def disruption_budget(name: str, namespace: str | None, labels: Mapping[str, str]) -> dict:
     return {
         "apiVersion": "policy/v1",
