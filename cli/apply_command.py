@@ -76,6 +76,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 f"infc: the gateway at {args.gateway} refused the plan; it serves "
                 f"{old.content_hash} on:{reasons}"
             )
+        elif code == grpc.StatusCode.PERMISSION_DENIED:
+            console.error(
+                f"infc: the gateway at {args.gateway} does not take a plan from here: {details}"
+            )
         elif code == grpc.StatusCode.UNAVAILABLE and "new plan" in details:
             console.error(f"infc: the gateway at {args.gateway} could not take the plan: {details}")
         else:

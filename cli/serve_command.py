@@ -92,6 +92,12 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
         "`infc render k8s` points the gateway at its worker StatefulSets)",
     )
     serve.add_argument(
+        "--admin-tokens-env",
+        metavar="VARIABLE",
+        help="`infc apply` from other hosts needs one of the tokens in this environment "
+        "variable (without it, only callers on this host may apply a plan)",
+    )
+    serve.add_argument(
         "--worker-tls-ca",
         type=Path,
         metavar="PEM",
@@ -146,13 +152,19 @@ def run(args: argparse.Namespace, console: Console) -> int:
     try:
         # Before anything starts: the gateway never serves without what its
         # block asks for (tls, auth).
+        admin = None
+        if args.admin_tokens_env:
+            what = f"--admin-tokens-env {args.admin_tokens_env}"
+            admin = security.load_tokens(args.admin_tokens_env, os.environ, what)
         credentials, auth = security.gateway_security(
-            compilation.plan.gateway, Path(args.spec).resolve().parent, os.environ
+            compilation.plan.gateway, Path(args.spec).resolve().parent, os.environ, admin
         )
     except security.SecurityError as error:
         console.error(f"infc: {error}")
         return ERRORS
-    start_server = functools.partial(start_server, credentials=credentials, auth=auth)
+    start_server = functools.partial(
+        start_server, credentials=credentials, auth=auth, admin_tokens=admin
+    )
     try:
         args.worker_credentials = _worker_credentials(args)
     except ValueError as error:

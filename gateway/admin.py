@@ -5,7 +5,10 @@
                   (gateway/swap.py), or says why it cannot
 
 It is served on the gateway's own port (gateway/server.py registers it beside
-the inference service), behind the same TLS and tokens. `infc plan SPEC
+the inference service), behind the same TLS and tokens. ApplyPlan changes
+what every client gets, so it also needs an admin token
+(`infc serve --admin-tokens-env`) or, without admin tokens, a caller on the
+gateway's host (security.admin_refusal). `infc plan SPEC
 --against HOST:PORT` and `infc apply` are its clients (cli/gateway_plan.py).
 The servicer reads the serving gateway through the swap on each call, so
 GetPlan answers the new plan once a swap is done. A server started without a
@@ -24,6 +27,7 @@ from pydantic import ValidationError
 from inferplane.compiler import plan as plan_mod
 from inferplane.gateway.app import Gateway
 from inferplane.gateway.errors import kind_of, public_message, status_of
+from inferplane.gateway.security import Tokens, admin_refusal
 from inferplane.gateway.swap import PlanSwap, SwapFailed, SwapRefused
 from inferplane.protos import admin_pb2 as pb
 from inferplane.protos import admin_pb2_grpc as pb_grpc
@@ -39,9 +43,12 @@ def plan_to_proto(plan: plan_mod.Plan) -> pb.GetPlanResponse:
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, gateway: Gateway, swap: PlanSwap | None = None):
+    def __init__(
+        self, gateway: Gateway, swap: PlanSwap | None = None, admin_tokens: Tokens | None = None
+    ):
         self.gateway = gateway
         self.swap = swap
+        self.admin_tokens = admin_tokens
         if swap is not None:
             swap.follow(lambda new: setattr(self, "gateway", new))
 
@@ -57,6 +64,11 @@ class AdminServicer(pb_grpc.AdminServicer):
             await context.abort(
                 grpc.StatusCode.UNIMPLEMENTED, "this server cannot swap its plan (not `infc serve`)"
             )
+        metadata = dict(context.invocation_metadata() or ())
+        refused = admin_refusal(self.admin_tokens, metadata.get("authorization"), context.peer())
+        if refused is not None:
+            log.warning("event=apply_refused peer=%s reason=%r", context.peer(), refused)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
         try:
             plan = plan_mod.load_plan(request.plan_json)
         except (ValidationError, ValueError) as error:

@@ -55,6 +55,11 @@ class Tokens:
     def __len__(self) -> int:
         return len(self._digests)
 
+    def __or__(self, other: Tokens) -> Tokens:
+        both = Tokens([], f"{self.source} and {other.source}")
+        both._digests = self._digests | other._digests
+        return both
+
     def refusal(self, authorization: str | None) -> str | None:
         """None when the `authorization` metadata value carries an accepted token,
         otherwise why the call is refused (for the client: names no token)."""
@@ -72,20 +77,43 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def load_tokens(variable: str, environ: Mapping[str, str]) -> Tokens:
-    """The tokens in environment variable `variable`; SecurityError when there are none."""
+def load_tokens(variable: str, environ: Mapping[str, str], what: str = "") -> Tokens:
+    """The tokens in environment variable `variable`; SecurityError when there are none.
+    `what` names where the variable was given (the spec's `auth` by default)."""
+    what = what or f'`auth tokens_env "{variable}"`'
     value = environ.get(variable)
     if value is None:
         raise SecurityError(
-            f'`auth tokens_env "{variable}"`: the variable is not set, so no client could '
-            "call; set it to one or more tokens separated by commas or spaces"
+            f"{what}: the variable is not set, so no client could call; set it to one or "
+            "more tokens separated by commas or spaces"
         )
     tokens = [token for token in _SEPARATORS.split(value) if token]
     if not tokens:
-        raise SecurityError(
-            f'`auth tokens_env "{variable}"`: the variable is empty, so no client could call'
-        )
+        raise SecurityError(f"{what}: the variable is empty, so no client could call")
     return Tokens(tokens, f"${variable}")
+
+
+_LOCAL_PEERS = ("unix:", "ipv4:127.", "ipv6:[::1]", "ipv6:%5B::1%5D")
+
+
+def admin_refusal(admin: Tokens | None, authorization: str | None, peer: str) -> str | None:
+    """Why a call that changes the gateway (ApplyPlan) is refused, or None.
+
+    With admin tokens (`infc serve --admin-tokens-env`) it needs one of them;
+    without, it is served to callers on the gateway's host only (a unix socket,
+    loopback, or `kubectl port-forward`), whatever inference tokens they hold:
+    an inference client must not be able to re-route traffic or drop a
+    redaction rule."""
+    if admin is not None:
+        why = admin.refusal(authorization)
+        return None if why is None else f"this call needs an admin token: {why}"
+    if peer.startswith(_LOCAL_PEERS):
+        return None
+    return (
+        "this call is served to callers on the gateway's host only (a unix socket, "
+        "loopback or kubectl port-forward); start the gateway with --admin-tokens-env "
+        "VARIABLE to allow others with an admin token"
+    )
 
 
 def server_credentials(tls: plan.Tls, base_dir: Path) -> grpc.ServerCredentials:
@@ -157,14 +185,19 @@ def _denial(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHandle
 
 
 def gateway_security(
-    gateway: plan.Gateway, base_dir: Path, environ: Mapping[str, str]
+    gateway: plan.Gateway,
+    base_dir: Path,
+    environ: Mapping[str, str],
+    admin: Tokens | None = None,
 ) -> tuple[grpc.ServerCredentials | None, BearerAuth | None]:
     """The server credentials and the auth interceptor the gateway block asks
-    for (None where it asks for none); SecurityError when one cannot be had."""
+    for (None where it asks for none); SecurityError when one cannot be had.
+    Admin tokens, when given, pass the interceptor too."""
     credentials = server_credentials(gateway.tls, base_dir) if gateway.tls else None
     auth = None
     if gateway.auth_tokens_env:
-        auth = BearerAuth(load_tokens(gateway.auth_tokens_env, environ))
+        tokens = load_tokens(gateway.auth_tokens_env, environ)
+        auth = BearerAuth(tokens | admin if admin is not None else tokens)
     return credentials, auth
 
 

@@ -37,7 +37,7 @@ from inferplane.gateway import converters as conv
 from inferplane.gateway import model_info as info
 from inferplane.gateway.app import Gateway
 from inferplane.gateway.errors import kind_of, public_message, status_of
-from inferplane.gateway.security import BearerAuth
+from inferplane.gateway.security import BearerAuth, Tokens
 from inferplane.gateway.swap import PlanSwap
 from inferplane.protos import admin_pb2_grpc as admin_pb_grpc
 from inferplane.protos import grpc_service_pb2 as pb
@@ -181,6 +181,7 @@ async def start_server(
     credentials: grpc.ServerCredentials | None = None,
     auth: BearerAuth | None = None,
     swap: PlanSwap | None = None,
+    admin_tokens: Tokens | None = None,
 ) -> tuple[grpc.aio.Server, str]:
     """A started server for `gateway` on `listen` (host:port, port 0 allowed, or
     unix:PATH) and the address it is bound to. With `credentials` it speaks TLS
@@ -199,7 +200,9 @@ async def start_server(
     if swap is not None:
         swap.follow(lambda new: setattr(inference, "gateway", new))
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
-    admin_pb_grpc.add_AdminServicer_to_server(admin.AdminServicer(gateway, swap), server)
+    admin_pb_grpc.add_AdminServicer_to_server(
+        admin.AdminServicer(gateway, swap, admin_tokens), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
 

@@ -136,3 +136,42 @@ def test_apply_plan_refuses_what_is_not_a_plan_or_was_edited(example_models: Pat
     assert unimplemented[0] == grpc.StatusCode.UNIMPLEMENTED
     # The gateway has no worker, so it is not ready: nor need the new one be.
     assert same == (grpc.StatusCode.OK, "") and swaps == 1
+
+
+def test_apply_plan_with_admin_tokens_wants_one_even_from_this_host(example_models: Path):
+    from inferplane.gateway.security import Tokens
+    from inferplane.gateway.swap import PlanSwap
+
+    plan = Compilation.from_path(SPECS / "demo.infer").plan
+
+    async def scenario():
+        swap = PlanSwap(Gateway(plan), make_gateway=lambda p, probe_first: Gateway(p))
+        server, address = await start_server(
+            swap.gateway,
+            "127.0.0.1:0",
+            max_message_bytes=1 << 26,
+            swap=swap,
+            admin_tokens=Tokens(["adm-secret"], "$ADMIN"),
+        )
+        request = admin_pb2.ApplyPlanRequest(plan_json=plan.to_json())
+        try:
+            async with grpc.aio.insecure_channel(address) as channel:
+                stub = admin_pb2_grpc.AdminStub(channel)
+                try:
+                    await stub.ApplyPlan(request, timeout=CALL_TIMEOUT_S)
+                    denied = (grpc.StatusCode.OK, "")
+                except grpc.aio.AioRpcError as error:
+                    denied = (error.code(), error.details())
+                admin = (("authorization", "Bearer adm-secret"),)
+                answer = await stub.ApplyPlan(request, metadata=admin, timeout=CALL_TIMEOUT_S)
+            return denied, answer
+        finally:
+            await server.stop(grace=0.5)
+
+    denied, answer = asyncio.run(scenario())
+    assert denied == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "this call needs an admin token: this gateway requires a bearer token: send "
+        "`authorization: Bearer TOKEN`",
+    )
+    assert answer.content_hash == plan.content_hash

@@ -301,3 +301,72 @@ def test_serve_refuses_a_bad_remote_before_starting(example_models):
     code, out, err = infc("serve", str(DEMO), "--remote", "nowhere=h:1")
     assert code == ExitCode.ERRORS and out == ""
     assert err == "infc: --remote: the spec has no target `nowhere`; its targets: laptop\n"
+
+
+def _apply_answers(monkeypatch: pytest.MonkeyPatch, served: str, answer) -> list[str]:
+    """The gateway serves plan JSON `served`; ApplyPlan answers `answer` (a response or
+    an error). Returns the plans sent to ApplyPlan."""
+    sent = []
+
+    def apply_plan(address, plan_json, timeout_s, access=None):
+        sent.append(plan_json)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    _gateway_answers(monkeypatch, admin_pb2.GetPlanResponse(plan_json=served))
+    monkeypatch.setattr(gateway_plan, "apply_plan", apply_plan)
+    return sent
+
+
+def test_apply_with_nothing_to_change_sends_nothing(spec_copy: Path, monkeypatch):
+    _, served, _ = infc("plan", "--json", str(spec_copy))
+    sent = _apply_answers(monkeypatch, served, None)
+    code, out, _ = infc("apply", str(spec_copy), "--gateway", "127.0.0.1:8001")
+    assert code == ExitCode.OK and "No changes" in out and sent == []
+
+
+def test_apply_prints_the_diff_then_what_the_gateway_said(spec_copy: Path, monkeypatch):
+    _, served, _ = infc("plan", "--json", str(spec_copy))
+    spec_copy.write_text(spec_copy.read_text().replace("window 2ms", "window 4ms", 1))
+    done = admin_pb2.ApplyPlanResponse(content_hash="sha256:new", previous_hash="sha256:old")
+    sent = _apply_answers(monkeypatch, served, done)
+    code, out, err = infc("apply", str(spec_copy), "--gateway", "127.0.0.1:8001")
+    assert code == ExitCode.OK, err
+    assert "~ model" in out and "window_s" in out
+    assert out.rstrip().endswith(
+        "applied: the gateway at 127.0.0.1:8001 serves sha256:new (was sha256:old)"
+    )
+    assert len(sent) == 1 and '"window_s": 0.004' in sent[0]
+
+
+@pytest.mark.parametrize(
+    ("status", "details", "says"),
+    [
+        (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "model a@1 is new: x; target `t` changed (threads): y",
+            "refused the plan; it serves sha256:",
+        ),
+        (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "this call needs an admin token: the bearer token is not accepted",
+            "does not take a plan from here: this call needs an admin token",
+        ),
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "the gateway on the new plan is not ready (…); the old plan serves on",
+            "could not take the plan: the gateway on the new plan is not ready",
+        ),
+    ],
+)
+def test_apply_refusals_are_explained_and_exit_1(
+    spec_copy: Path, monkeypatch, status, details, says
+):
+    _, served, _ = infc("plan", "--json", str(spec_copy))
+    spec_copy.write_text(spec_copy.read_text().replace("window 2ms", "window 4ms", 1))
+    _apply_answers(monkeypatch, served, _FakeRpcError(status, details))
+    code, _, err = infc("apply", str(spec_copy), "--gateway", "127.0.0.1:8001")
+    assert code == ExitCode.ERRORS and says in err, err
+    if status == grpc.StatusCode.FAILED_PRECONDITION:
+        assert "\n  - model a@1 is new: x\n  - target `t` changed (threads): y" in err

@@ -188,3 +188,32 @@ def test_the_example_spec_folder_resolves_relative_paths(tls_files, tmp_path):
     assert isinstance(security.server_credentials(tls, tmp_path), grpc.ServerCredentials)
     with pytest.raises(SecurityError, match="cannot read"):
         security.server_credentials(tls, Path(tmp_path / "elsewhere"))
+
+
+@pytest.mark.parametrize(
+    ("peer", "local"),
+    [
+        ("unix:/run/gw.sock", True),
+        ("ipv4:127.0.0.1:50312", True),
+        ("ipv6:[::1]:50312", True),
+        ("ipv6:%5B::1%5D:50312", True),
+        ("ipv4:10.0.0.5:50312", False),
+        ("ipv6:[fe80::1]:50312", False),
+    ],
+)
+def test_without_admin_tokens_only_local_callers_may_apply(peer, local):
+    refusal = security.admin_refusal(None, "Bearer any", peer)
+    assert (refusal is None) == local
+    if not local:
+        assert "callers on the gateway's host only" in refusal and "--admin-tokens-env" in refusal
+
+
+def test_with_admin_tokens_every_caller_needs_one():
+    admin = Tokens(["adm-1"], "$ADMIN")
+    assert security.admin_refusal(admin, "Bearer adm-1", "ipv4:10.0.0.5:1") is None
+    assert security.admin_refusal(admin, "Bearer inference-token", "unix:/x") == (
+        "this call needs an admin token: the bearer token is not accepted"
+    )
+    both = Tokens(["inference-token"], "$T") | admin
+    assert both.refusal("Bearer adm-1") is None and both.refusal("Bearer inference-token") is None
+    assert len(both) == 2
