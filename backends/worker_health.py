@@ -6,7 +6,8 @@ every model is ready and the worker is not draining, and NOT_SERVING
 otherwise: a rollout whose new worker cannot load a model stops there, and a
 draining worker leaves its Service. Service names: "" (the worker) and
 `inferplane.worker.v1.Worker`; any other is NOT_FOUND. Watch is not served
-(kubelet only calls Check).
+(kubelet only calls Check). `start_health_server` serves it alone, in
+plaintext, beside a worker that serves TLS (`infc worker --health-listen`).
 """
 
 from __future__ import annotations
@@ -32,3 +33,18 @@ class StandardHealth(health_pb2_grpc.HealthServicer):
         health = self.core.health()
         serving = health.ready and not health.draining
         return health_pb2.HealthCheckResponse(status=_SERVING if serving else _NOT_SERVING)
+
+
+async def start_health_server(core: WorkerCore, listen: str) -> grpc.aio.Server:
+    """A plaintext server with only this health service, for a worker that serves
+    TLS: kubelet's gRPC probe cannot speak TLS, and health carries no payload."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(StandardHealth(core), server)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as error:
+        raise OSError(f"cannot listen on {listen}: {error}") from None
+    if not listen.startswith("unix:") and port == 0:
+        raise OSError(f"cannot listen on {listen}: the address is in use or not local")
+    await server.start()
+    return server

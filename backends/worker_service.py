@@ -49,7 +49,7 @@ from inferplane.backends.worker import (
     ModelState,
     WorkerCore,
 )
-from inferplane.backends.worker_health import StandardHealth
+from inferplane.backends.worker_health import StandardHealth, start_health_server
 from inferplane.backends.worker_stream import Streams
 from inferplane.protos import worker_pb2 as pb
 from inferplane.protos import worker_pb2_grpc as pb_grpc
@@ -320,8 +320,10 @@ def serve(
     threads: int = DEFAULT_THREADS,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     credentials: grpc.ServerCredentials | None = None,
+    health_listen: str | None = None,
 ) -> bool:
     """Serve until a signal (or `stop` is set), then drain; True when it drained in time.
+    With `health_listen`, grpc.health.v1 is also served there alone, in plaintext.
 
     Raises OSError when it cannot listen, HardwareMissing when no model can run
     on this host. `handle_signals` needs the main thread.
@@ -338,12 +340,17 @@ def serve(
             credentials=credentials,
         )
         log.info(kv("listening", target=core.target.name, address=running.address))
+        health = None
         try:
+            if health_listen is not None:
+                health = await start_health_server(core, health_listen)
             # In a thread, so that the loop answers Health (LOADING) meanwhile.
             await asyncio.to_thread(core.load_all, cancelled=stop.is_set)
-        except HardwareMissing:
+        except (HardwareMissing, OSError):
             await running.server.stop(None)
             running.service.close()
+            if health is not None:
+                await health.stop(None)
             raise
         if not stop.is_set():
             out.write(ready_line(core, running.address) + "\n")
@@ -352,7 +359,11 @@ def serve(
             # Polled: `stop` is a thread's event, set by a signal handler or a caller.
             while not stop.is_set():
                 await asyncio.sleep(STOP_POLL_S)
-        return await running.drain(grace_s)
+        try:
+            return await running.drain(grace_s)
+        finally:
+            if health is not None:
+                await health.stop(None)
 
     restore = _install_signals(stop) if handle_signals else (lambda: None)
     try:

@@ -69,27 +69,35 @@ def run(args: argparse.Namespace, console: Console) -> int:
             args.gateway, new.to_json(), gateway_plan.APPLY_TIMEOUT_S, access
         )
     except grpc.RpcError as error:
-        code, details = error.code(), error.details() or ""
-        if code == grpc.StatusCode.FAILED_PRECONDITION:
-            reasons = "".join(f"\n  - {reason}" for reason in details.split("; "))
-            console.error(
-                f"infc: the gateway at {args.gateway} refused the plan; it serves "
-                f"{old.content_hash} on:{reasons}"
-            )
-        elif code == grpc.StatusCode.PERMISSION_DENIED:
-            console.error(
-                f"infc: the gateway at {args.gateway} does not take a plan from here: {details}"
-            )
-        elif code == grpc.StatusCode.UNAVAILABLE and "new plan" in details:
-            console.error(f"infc: the gateway at {args.gateway} could not take the plan: {details}")
-        else:
-            message = gateway_plan.describe(
-                args.gateway, code, details, gateway_plan.APPLY_TIMEOUT_S, access.tls
-            )
-            console.error(f"infc: {message}")
+        console.error(f"infc: {_refusal(args.gateway, old.content_hash, error, access.tls)}")
         return ERRORS
     console.print(
         f"applied: the gateway at {args.gateway} serves {answer.content_hash} "
         f"(was {answer.previous_hash})"
     )
     return OK
+
+
+def _refusal(gateway: str, serving: str, error, tls: bool) -> str:
+    """What `infc` says when ApplyPlan fails (after "infc: ")."""
+    import grpc
+
+    from inferplane.cli import gateway_plan
+
+    code, details = error.code(), error.details() or ""
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        reasons = "".join(f"\n  - {reason}" for reason in details.split("; "))
+        return f"the gateway at {gateway} refused the plan; it serves {serving} on:{reasons}"
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return f"the gateway at {gateway} does not take a plan from here: {details}"
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return f"the gateway at {gateway} rejected the plan: {details}"
+    if code == grpc.StatusCode.UNAVAILABLE and "old plan serves" in details:
+        return f"the gateway at {gateway} could not take the plan: {details}"
+    if code in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    ):
+        return gateway_plan.describe(gateway, code, details, gateway_plan.APPLY_TIMEOUT_S, tls)
+    return f"the gateway at {gateway} did not apply the plan: {code.name}: {details}"

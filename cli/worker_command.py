@@ -86,6 +86,12 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
         "signed (mutual TLS)",
     )
     worker.add_argument(
+        "--health-listen",
+        metavar="ADDR",
+        help="also serve grpc.health.v1 alone, in plaintext, at HOST:PORT or unix:PATH "
+        "(for kubelet's gRPC probe, which cannot speak TLS, beside --tls-cert)",
+    )
+    worker.add_argument(
         "--parent-pid",
         type=int,
         metavar="PID",
@@ -111,6 +117,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
     try:
         listen = check_listen(args.listen)
+        if args.health_listen is not None:
+            check_listen(args.health_listen)
     except ValueError as error:
         console.error(f"infc: {error}")
         return ERRORS
@@ -144,7 +152,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return ERRORS
     configure_logging(console.err)
     try:
-        drained = serve(core, listen, grace_s=args.grace, out=console.out, credentials=credentials)
+        drained = serve(
+            core,
+            listen,
+            grace_s=args.grace,
+            out=console.out,
+            credentials=credentials,
+            health_listen=args.health_listen,
+        )
     except (OSError, HardwareMissing) as error:
         console.error(f"infc: {error}")
         return ERRORS

@@ -7,7 +7,8 @@ For each target without remote `workers`:
 
 - a StatefulSet of `infc worker` pods (stable names, so the gateway can list
   every replica the range allows: `NAME-TARGET-0.NAME-TARGET:9100`, …),
-  `replicas` at the range's minimum, scheduled by node labels onto the
+  its `replicas` fixed by a bare count or left to the autoscaler, scheduled
+  by node labels onto the
   target's declared location (and accelerator), with the CPU, GPU or TPU
   resources it declares and INFERPLANE_LOCATION set to that location: the
   scheduler, not the pod, makes the location true, so the gateway's on-prem
@@ -15,8 +16,8 @@ For each target without remote `workers`:
 - a headless Service for those names (published before the pods are ready:
   the gateway does its own readiness probing);
 - a HorizontalPodAutoscaler over the range when it is a range (CPU
-  utilisation; Kubernetes' HPA cannot scale to zero, so a range from 0 is
-  scaled from 1), and a PodDisruptionBudget of one pod at a time.
+  utilisation; Kubernetes' HPA cannot scale to zero, so a range from 0 runs
+  at least 1), and a PodDisruptionBudget of one pod at a time.
 
 Then the gateway: a Deployment of `infc serve` pointed at every worker name
 with `--remote`, a Service (gRPC and metrics), its PodDisruptionBudget, and the
@@ -64,11 +65,13 @@ from inferplane.compiler.k8s_placement import LABEL_PREFIX, placement
 
 WORKDIR = "/srv/inferplane"
 WORKER_PORT = 9100
+WORKER_HEALTH_PORT = 9101  # plaintext grpc.health.v1 beside a worker that serves TLS
 GATEWAY_PORT = 8001
 METRICS_PORT = 9464
 WORKER_TLS_DIR = "/etc/inferplane/worker-tls"  # the workers' Secret, and the gateway's client one
 STARTUP_PROBE_S = 600  # the longest model loading may take before kubelet restarts a worker
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+# A Service name (RFC 1035): it starts with a letter, which also suits the rest.
+_DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,11 @@ def render(plan: plan_mod.Plan, options: Options) -> list[dict]:
     _check_name(options.name, "--name")
     local = [t for t in plan.targets if not t.workers]
     for target in local:
+        if target.name == "gateway":
+            raise K8sError(
+                "target `gateway` would share its Service and PodDisruptionBudget names with "
+                "the gateway's (`NAME-gateway`): rename the target"
+            )
         _check_name(f"{options.name}-{target.name}", "a worker StatefulSet name")
         if len(f"{options.name}-{target.name}") > 52:  # + "-" + a 10-character revision hash
             raise K8sError(
@@ -117,8 +125,8 @@ def worker_endpoints(target: plan_mod.Target, options: Options) -> list[str]:
 def _check_name(name: str, what: str) -> None:
     if len(name) > 63 or not _DNS_LABEL.match(name):
         raise K8sError(
-            f"{what} `{name}` is not a Kubernetes name: lowercase letters, digits and "
-            "`-`, at most 63 characters"
+            f"{what} `{name}` is not a Kubernetes name: a lowercase letter, then lowercase "
+            "letters, digits and `-`, at most 63 characters"
         )
 
 
@@ -143,10 +151,10 @@ def _plan_config(plan: plan_mod.Plan, options: Options) -> dict:
 
 
 def _worker_probe(options: Options, period_s: int, failures: int) -> dict:
-    # kubelet's gRPC probe speaks plaintext only: behind TLS, the port.
-    if options.worker_tls:
-        return tcp_probe(WORKER_PORT, period_s, failures)
-    return grpc_probe(WORKER_PORT, period_s, failures)
+    # kubelet's gRPC probe speaks plaintext only: behind TLS, the worker's
+    # plaintext health port (`--health-listen`).
+    port = WORKER_HEALTH_PORT if options.worker_tls else WORKER_PORT
+    return grpc_probe(port, period_s, failures)
 
 
 def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Options) -> list:
@@ -165,6 +173,8 @@ def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Optio
             f"{WORKER_TLS_DIR}/tls.key",
             "--tls-client-ca",
             f"{WORKER_TLS_DIR}/ca.crt",
+            "--health-listen",
+            f"0.0.0.0:{WORKER_HEALTH_PORT}",
         ]
     container = {
         "name": "worker",
@@ -174,7 +184,8 @@ def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Optio
         "workingDir": WORKDIR,
         # The node selector below puts the pod there: the location is the deployment's word.
         "env": [{"name": "INFERPLANE_LOCATION", "value": location}],
-        "ports": [{"name": "grpc", "containerPort": WORKER_PORT}],
+        "ports": [{"name": "grpc", "containerPort": WORKER_PORT}]
+        + ([{"name": "health", "containerPort": WORKER_HEALTH_PORT}] if options.worker_tls else []),
         "resources": {"requests": {"cpu": cpu}, "limits": {"cpu": cpu, **limits}},
         # Loading and warming up models takes a while: the startup probe allows it.
         "startupProbe": _worker_probe(options, 5, STARTUP_PROBE_S // 5),
@@ -195,7 +206,6 @@ def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Optio
         "metadata": metadata(name, options.namespace, labels),
         "spec": {
             "serviceName": name,
-            "replicas": target.replicas.min,
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": labels},
             "template": pod_template(
@@ -211,7 +221,11 @@ def _worker_objects(plan: plan_mod.Plan, target: plan_mod.Target, options: Optio
     grpc_port = {"name": "grpc", "port": WORKER_PORT, "appProtocol": "kubernetes.io/h2c"}
     service = k8s_service(name, options.namespace, labels, [grpc_port], headless=True)
     objects = [service, stateful, disruption_budget(name, options.namespace, labels)]
-    if target.replicas.max > target.replicas.min:
+    if target.replicas.max == target.replicas.min:
+        stateful["spec"]["replicas"] = target.replicas.min
+    else:
+        # The autoscaler owns the count: a `replicas` here would reset it at each
+        # `kubectl apply`, and at 0 the HPA would never start (it scales from 1).
         objects.append(
             autoscaler(name, options.namespace, labels, target.replicas.min, target.replicas.max)
         )

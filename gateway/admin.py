@@ -8,7 +8,8 @@ It is served on the gateway's own port (gateway/server.py registers it beside
 the inference service), behind the same TLS and tokens. ApplyPlan changes
 what every client gets, so it also needs an admin token
 (`infc serve --admin-tokens-env`) or, without admin tokens, a caller on the
-gateway's host (security.admin_refusal). `infc plan SPEC
+gateway's host (security.admin_refusal: a unix socket, and loopback for a
+gateway without `auth`). `infc plan SPEC
 --against HOST:PORT` and `infc apply` are its clients (cli/gateway_plan.py).
 The servicer reads the serving gateway through the swap on each call, so
 GetPlan answers the new plan once a swap is done. A server started without a
@@ -22,7 +23,6 @@ from __future__ import annotations
 import logging
 
 import grpc
-from pydantic import ValidationError
 
 from inferplane.compiler import plan as plan_mod
 from inferplane.gateway.app import Gateway
@@ -44,11 +44,17 @@ def plan_to_proto(plan: plan_mod.Plan) -> pb.GetPlanResponse:
 
 class AdminServicer(pb_grpc.AdminServicer):
     def __init__(
-        self, gateway: Gateway, swap: PlanSwap | None = None, admin_tokens: Tokens | None = None
+        self,
+        gateway: Gateway,
+        swap: PlanSwap | None = None,
+        admin_tokens: Tokens | None = None,
+        *,
+        trust_loopback: bool = True,
     ):
         self.gateway = gateway
         self.swap = swap
         self.admin_tokens = admin_tokens
+        self.trust_loopback = trust_loopback  # security.admin_refusal
         if swap is not None:
             swap.follow(lambda new: setattr(self, "gateway", new))
 
@@ -65,13 +71,18 @@ class AdminServicer(pb_grpc.AdminServicer):
                 grpc.StatusCode.UNIMPLEMENTED, "this server cannot swap its plan (not `infc serve`)"
             )
         metadata = dict(context.invocation_metadata() or ())
-        refused = admin_refusal(self.admin_tokens, metadata.get("authorization"), context.peer())
+        refused = admin_refusal(
+            self.admin_tokens,
+            metadata.get("authorization"),
+            context.peer(),
+            trust_loopback=self.trust_loopback,
+        )
         if refused is not None:
             log.warning("event=apply_refused peer=%s reason=%r", context.peer(), refused)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
         try:
             plan = plan_mod.load_plan(request.plan_json)
-        except (ValidationError, ValueError) as error:
+        except ValueError as error:  # pydantic's ValidationError included
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a routing plan: {error}")
         if plan.with_hash().content_hash != plan.content_hash:
             await context.abort(
@@ -79,9 +90,8 @@ class AdminServicer(pb_grpc.AdminServicer):
                 "the plan's content_hash does not match its content: it was edited after "
                 "`infc plan --json` wrote it",
             )
-        previous = self.gateway.plan.content_hash
         try:
-            new = await self.swap.apply(plan)
+            new, previous = await self.swap.apply(plan)
             return pb.ApplyPlanResponse(content_hash=new.plan.content_hash, previous_hash=previous)
         except SwapRefused as error:
             code, message = grpc.StatusCode.FAILED_PRECONDITION, str(error)

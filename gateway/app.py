@@ -281,8 +281,9 @@ class Gateway(MembershipDriver, LaneDriver):
         return [self._count(k.name, k.version).record(k.name, k.version) for k in keys]
 
     def share_statistics(self, other: Gateway) -> None:
-        """Count into `other`'s counters (a plan swap: statistics carry over)."""
-        self._counts.update(other._counts)
+        """Count into `other`'s counters, the same dictionary (a plan swap:
+        statistics carry over, those either gateway starts later included)."""
+        self._counts = other._counts
 
     def mute_gauges(self, muted: bool) -> None:
         """Stop publishing gauges, or publish them all again (a plan swap's new gateway)."""

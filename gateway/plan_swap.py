@@ -8,7 +8,9 @@ serves all of those (gateway/swap.py). Workers decide what they load: their
 models, artifacts and signatures, their target's hardware and location, and
 the largest batch each model takes. A change to any of those needs its
 workers restarted on the new spec, and so does the gateway block (where and
-how clients connect). Each refusal names what changed and who must restart.
+how clients connect), and so does a target added or removed (its workers
+start or stop). Each refusal names what changed and who must restart, in one
+sentence without "; " (the separator of the RPC's message).
 Removing a model version, a shard or a route is a gateway decision: workers
 keep what they loaded and are simply not sent it.
 """
@@ -41,12 +43,18 @@ def refusals(old: plan_mod.Plan, new: plan_mod.Plan) -> list[str]:
 
 def _target_refusals(old: plan_mod.Plan, new: plan_mod.Plan) -> list[str]:
     before = {t.name: t for t in old.targets}
-    why = []
+    kept = {t.name for t in new.targets}
+    why = [
+        f"target `{name}` is gone from the plan: its workers would run on unused, "
+        "so restart to stop them"
+        for name in before
+        if name not in kept
+    ]
     for target in new.targets:
         was = before.get(target.name)
         if was is None:
             why.append(
-                f"target `{target.name}` is new: it has no workers yet; restart to start them"
+                f"target `{target.name}` is new: it has no workers yet, so restart to start them"
             )
         elif was != target:
             changed = [

@@ -93,26 +93,29 @@ def load_tokens(variable: str, environ: Mapping[str, str], what: str = "") -> To
     return Tokens(tokens, f"${variable}")
 
 
-_LOCAL_PEERS = ("unix:", "ipv4:127.", "ipv6:[::1]", "ipv6:%5B::1%5D")
+_LOOPBACK_PEERS = ("ipv4:127.", "ipv6:[::1]", "ipv6:%5B::1%5D")
 
 
-def admin_refusal(admin: Tokens | None, authorization: str | None, peer: str) -> str | None:
+def admin_refusal(
+    admin: Tokens | None, authorization: str | None, peer: str, *, trust_loopback: bool
+) -> str | None:
     """Why a call that changes the gateway (ApplyPlan) is refused, or None.
 
-    With admin tokens (`infc serve --admin-tokens-env`) it needs one of them;
-    without, it is served to callers on the gateway's host only (a unix socket,
-    loopback, or `kubectl port-forward`), whatever inference tokens they hold:
-    an inference client must not be able to re-route traffic or drop a
-    redaction rule."""
+    With admin tokens (`infc serve --admin-tokens-env`) it needs one of them.
+    Without, it is served to callers on the gateway's host only, whatever
+    inference tokens they hold (an inference client must not re-route traffic
+    or drop a redaction rule): a unix socket, and loopback when
+    `trust_loopback`. `infc serve` trusts loopback only for a gateway without
+    `auth`: behind a service mesh's sidecar every remote caller arrives from
+    loopback, and a gateway with tokens is one that expects remote callers."""
     if admin is not None:
         why = admin.refusal(authorization)
         return None if why is None else f"this call needs an admin token: {why}"
-    if peer.startswith(_LOCAL_PEERS):
+    if peer.startswith("unix:") or (trust_loopback and peer.startswith(_LOOPBACK_PEERS)):
         return None
     return (
-        "this call is served to callers on the gateway's host only (a unix socket, "
-        "loopback or kubectl port-forward); start the gateway with --admin-tokens-env "
-        "VARIABLE to allow others with an admin token"
+        "this call is served to callers on the gateway's host only; start the gateway "
+        "with --admin-tokens-env VARIABLE to allow others with an admin token"
     )
 
 

@@ -201,7 +201,7 @@ async def start_server(
         swap.follow(lambda new: setattr(inference, "gateway", new))
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
     admin_pb_grpc.add_AdminServicer_to_server(
-        admin.AdminServicer(gateway, swap, admin_tokens), server
+        admin.AdminServicer(gateway, swap, admin_tokens, trust_loopback=auth is None), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

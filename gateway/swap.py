@@ -2,7 +2,7 @@
 
     swap = PlanSwap(gateway, make_gateway=lambda plan: Gateway(plan, …))
     swap.follow(lambda g: setattr(servicer, "gateway", g))   # whoever holds the gateway
-    new = await swap.apply(new_plan)   # or SwapRefused / SwapFailed, the old one serving on
+    new, previous_hash = await swap.apply(new_plan)   # or SwapRefused / SwapFailed
 
 A swap builds a second `Gateway` on the new plan beside the serving one, over
 the same workers (every endpoint of every target), and starts it. Each of
@@ -11,8 +11,10 @@ workers as fresh as the old one's. Once every first probe is in (bounded by
 `ready_timeout_s`), and the new gateway is ready whenever the old one was,
 the swap happens in one step of the event loop, with no await in between:
 every follower (the servicers, the health service's listener, the
-supervisor's replica updates) is handed the new gateway, and new requests go
-to it from then on. The old gateway finishes what it has queued and in
+supervisor's replica updates) is handed the new gateway, which also takes the
+workers the supervisor changed meanwhile, and new requests go to it from
+then on. A swap that fails, or whose caller goes away, drains the new
+gateway at once. The old gateway finishes what it has queued and in
 flight, within `grace_s`, as in a SIGTERM drain, but nothing reaches it any
 more, so nothing is refused: no request fails because of a swap.
 
@@ -39,7 +41,7 @@ GRACE_S = 30.0  # the longest the old gateway may take to finish its requests
 
 
 class SwapRefused(Exception):
-    """The new plan needs restarts (reasons), or the gateway is stopping."""
+    """The new plan needs restarts: `reasons`, each one sentence."""
 
     def __init__(self, reasons: list[str]):
         super().__init__("; ".join(reasons))
@@ -47,7 +49,8 @@ class SwapRefused(Exception):
 
 
 class SwapFailed(Exception):
-    """The new gateway could not take over; the old one serves on."""
+    """The new gateway could not take over, or the gateway is stopping; the old
+    one serves on."""
 
 
 class PlanSwap:
@@ -74,12 +77,13 @@ class PlanSwap:
         """Call `follower(new_gateway)` at each swap, in the swap's own step."""
         self._followers.append(follower)
 
-    async def apply(self, plan: plan_mod.Plan) -> Gateway:
-        """Serve `plan` from now on; the gateway that serves it."""
+    async def apply(self, plan: plan_mod.Plan) -> tuple[Gateway, str]:
+        """Serve `plan` from now on: the gateway that serves it, and the hash of
+        the plan served before."""
         async with self._lock:
             old = self.gateway
             if old.draining:
-                raise SwapRefused(["the gateway is stopping"])
+                raise SwapFailed("the gateway is stopping; the old plan serves until it exits")
             reasons = plan_swap.refusals(old.plan, plan)
             if reasons:
                 raise SwapRefused(reasons)
@@ -87,34 +91,49 @@ class PlanSwap:
                 new = self._make(plan, frozenset(t.name for t in plan.targets))
             except ValueError as error:  # a hand-made plan the compiler would not write
                 raise SwapRefused([f"the gateway cannot serve this plan: {error}"]) from None
-            new.share_statistics(old)
-            # The old gateway's worker_up and queue depth stand until the swap.
-            new.mute_gauges(True)
-            await new.start()
-            for target, endpoints in old.endpoints().items():
-                new.set_replicas(target, endpoints)
-            probed = await new.placement_checked(self._ready_timeout_s)
-            if not probed or (old.ready and not new.ready):
+            try:
+                await self._prepare(new, old)
+            except BaseException:
+                # Refused, timed out, or the caller went away: nothing of it stays.
                 await new.drain(0.0)
-                why = "not every worker answered" if not probed else "not every model has a worker"
-                raise SwapFailed(
-                    f"the gateway on the new plan is not ready ({why} within "
-                    f"{self._ready_timeout_s:g} s); the old plan serves on"
-                )
-            # The swap itself: one step, no await.
-            listeners = old.supersede()
-            new.mute_gauges(False)
-            self.gateway = new
-            for follower in self._followers:
-                follower(new)
-            for listener in listeners:
-                new.add_ready_listener(listener)
-            self.swaps += 1
-            log.info(kv("plan_swapped", previous=old.plan.content_hash, plan=new.plan.content_hash))
-            task = asyncio.get_running_loop().create_task(self._retire(old))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
-            return new
+                raise
+            self._hand_over(old, new)
+            return new, old.plan.content_hash
+
+    async def _prepare(self, new: Gateway, old: Gateway) -> None:
+        """Start `new` beside `old` and wait for its first probes; SwapFailed if it
+        could not serve what `old` serves."""
+        new.share_statistics(old)
+        # The old gateway's worker_up and queue depth stand until the swap.
+        new.mute_gauges(True)
+        await new.start()
+        for target, endpoints in old.endpoints().items():
+            new.set_replicas(target, endpoints)
+        probed = await new.placement_checked(self._ready_timeout_s)
+        if not probed or (old.ready and not new.ready):
+            why = "not every worker answered" if not probed else "not every model has a worker"
+            raise SwapFailed(
+                f"the gateway on the new plan is not ready ({why} within "
+                f"{self._ready_timeout_s:g} s); the old plan serves on"
+            )
+
+    def _hand_over(self, old: Gateway, new: Gateway) -> None:
+        """The swap itself: one step of the event loop, no await."""
+        # Workers the supervisor changed while `new` was probing: `old` has them.
+        for target, endpoints in old.endpoints().items():
+            new.set_replicas(target, endpoints)
+        listeners = old.supersede()
+        new.mute_gauges(False)
+        self.gateway = new
+        for follower in self._followers:
+            follower(new)
+        for listener in listeners:
+            new.add_ready_listener(listener)
+        self.swaps += 1
+        log.info(kv("plan_swapped", previous=old.plan.content_hash, plan=new.plan.content_hash))
+        task = asyncio.get_running_loop().create_task(self._retire(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def _retire(self, old: Gateway) -> None:
         await old.drain(self._grace_s)

@@ -59,7 +59,8 @@ class AdminServicer:
     def ApplyPlan(self, request, context):
         """The hot swap of `infc apply`: moves the running gateway onto a new plan
         without failing a request. FAILED_PRECONDITION when the plan changes what
-        only a restart can (the message lists each change, separated by "; "),
+        only a restart can (the message lists each change in a sentence without
+        "; ", the sentences separated by "; "),
         INVALID_ARGUMENT when `plan_json` is not a plan, UNAVAILABLE when the
         gateway on the new plan could not take over (the old plan serves on).
         """

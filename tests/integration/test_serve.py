@@ -539,6 +539,7 @@ def test_workers_over_the_network_speak_mutual_tls(
     the gateway reaches the worker over mutual TLS; a plaintext client, or one without
     the gateway's certificate, does not."""
     import asyncio
+    import socket
 
     import grpc
     import numpy as np
@@ -550,6 +551,9 @@ def test_workers_over_the_network_speak_mutual_tls(
     from inferplane.gateway.worker_client import GrpcWorkerClient
     from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
 
+    with socket.socket() as spare:  # a free port for the plaintext health server
+        spare.bind(("127.0.0.1", 0))
+        health_address = f"127.0.0.1:{spare.getsockname()[1]}"
     worker = workers(
         lab_spec,
         "box",
@@ -562,8 +566,23 @@ def test_workers_over_the_network_speak_mutual_tls(
         str(tls_files.server_key),
         "--tls-client-ca",
         str(tls_files.ca),
+        "--health-listen",
+        health_address,
     )
     worker.wait_ready()
+    # kubelet's probe: plaintext grpc.health.v1 beside the TLS worker, and nothing else there.
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from inferplane.protos import worker_pb2, worker_pb2_grpc
+
+    with grpc.insecure_channel(health_address) as channel:
+        checked = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+        assert checked.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as no_infer:
+            worker_pb2_grpc.WorkerStub(channel).Health(worker_pb2.HealthRequest(), timeout=10)
+        assert no_infer.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
     async def probe(credentials) -> str:
         client = GrpcWorkerClient(worker.address, credentials=credentials)

@@ -345,7 +345,8 @@ def test_apply_prints_the_diff_then_what_the_gateway_said(spec_copy: Path, monke
     [
         (
             grpc.StatusCode.FAILED_PRECONDITION,
-            "model a@1 is new: x; target `t` changed (threads): y",
+            "model a@1 is new: x; target `t` is new: it has no workers yet, so restart to "
+            "start them",
             "refused the plan; it serves sha256:",
         ),
         (
@@ -358,6 +359,17 @@ def test_apply_prints_the_diff_then_what_the_gateway_said(spec_copy: Path, monke
             "the gateway on the new plan is not ready (…); the old plan serves on",
             "could not take the plan: the gateway on the new plan is not ready",
         ),
+        (
+            grpc.StatusCode.UNAVAILABLE,
+            "the gateway is stopping; the old plan serves until it exits",
+            "could not take the plan: the gateway is stopping",
+        ),
+        (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the plan's content_hash does not match its content",
+            "rejected the plan: the plan's content_hash does not match",
+        ),
+        (grpc.StatusCode.INTERNAL, "boom", "did not apply the plan: INTERNAL: boom"),
     ],
 )
 def test_apply_refusals_are_explained_and_exit_1(
@@ -369,4 +381,7 @@ def test_apply_refusals_are_explained_and_exit_1(
     code, _, err = infc("apply", str(spec_copy), "--gateway", "127.0.0.1:8001")
     assert code == ExitCode.ERRORS and says in err, err
     if status == grpc.StatusCode.FAILED_PRECONDITION:
-        assert "\n  - model a@1 is new: x\n  - target `t` changed (threads): y" in err
+        assert err.endswith(
+            "\n  - model a@1 is new: x\n  - target `t` is new: it has no workers yet, so "
+            "restart to start them\n"
+        )

@@ -84,7 +84,11 @@ def test_pod_command_lines_are_ones_infc_accepts(example_models, example):
         worker = parser.parse_args(container_of(stateful)["args"])
         assert worker.command == "worker" and worker.target in local
         assert worker.listen == f"0.0.0.0:{k8s.WORKER_PORT}"
-        assert stateful["spec"]["replicas"] == local[worker.target].replicas.min
+        replicas = local[worker.target].replicas
+        if replicas.min == replicas.max:
+            assert stateful["spec"]["replicas"] == replicas.min
+        else:  # the autoscaler's to set
+            assert "replicas" not in stateful["spec"]
 
 
 def test_payments_gpu_resources_secrets_and_location(example_models):
@@ -140,8 +144,9 @@ def test_a_local_tpu_target_gets_chips_and_gke_node_labels(example_models):
         "cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
         "cloud.google.com/gke-tpu-topology": "2x2",
     }
-    # replicas 0..4: the StatefulSet starts at 0, the HPA (which cannot scale to zero) at 1.
-    assert tpu["spec"]["replicas"] == 0
+    # replicas 0..4: the HPA (which cannot scale to zero) keeps 1 to 4; the
+    # StatefulSet leaves the count to it (at 0 the HPA would never start).
+    assert "replicas" not in tpu["spec"]
     (hpa,) = [
         o
         for o in by_kind(objects, "HorizontalPodAutoscaler")
@@ -168,6 +173,13 @@ def test_what_cannot_be_rendered_is_an_error(example_models):
         k8s.render(plan, options("Payments"))
     with pytest.raises(k8s.K8sError, match="too long for a StatefulSet name"):
         k8s.render(plan, options("p" * 45))
+    with pytest.raises(k8s.K8sError, match="`2024-pay` is not a Kubernetes name: a lowercase"):
+        k8s.render(plan, options("2024-pay"))  # a Service name starts with a letter
+    renamed = [
+        t.model_copy(update={"name": "gateway"}) if t.name == "cpu-fra" else t for t in plan.targets
+    ]
+    with pytest.raises(k8s.K8sError, match="target `gateway` would share its Service"):
+        k8s.render(plan.model_copy(update={"targets": renamed}), options("payments"))
     targets = [
         t.model_copy(update={"workers": [], "topology": "4x4"} if t.hardware == "tpu" else {})
         for t in plan.targets
@@ -257,7 +269,10 @@ def test_worker_tls_mounts_the_secrets_and_passes_the_flags(example_models):
         assert stateful["spec"]["template"]["spec"]["volumes"] == [
             {"name": "tls", "secret": {"secretName": "payments-worker-tls"}}
         ]
-        assert "tcpSocket" in container["readinessProbe"]  # kubelet cannot probe gRPC over TLS
+        # kubelet cannot probe gRPC over TLS: the worker's plaintext health port.
+        assert args.health_listen == f"0.0.0.0:{k8s.WORKER_HEALTH_PORT}"
+        for probe in ("startupProbe", "readinessProbe"):
+            assert container[probe]["grpc"] == {"port": k8s.WORKER_HEALTH_PORT}
     (gateway,) = by_kind(objects, "Deployment")
     args = parser.parse_args(container_of(gateway)["args"])
     assert args.worker_tls_ca == Path(k8s.WORKER_TLS_DIR) / "ca.crt"

@@ -108,8 +108,21 @@ def test_worker_side_changes_are_refused_each_named(plan):
             "most 64 until they restart",
         ),
     ]
+    extra = plan.targets[0].model_copy(update={"name": "spare"})
+    cases.append(
+        (
+            edited(plan, targets=[*plan.targets, extra]),
+            "target `spare` is new: it has no workers yet, so restart to start them",
+        )
+    )
     for new, reason in cases:
         assert plan_swap.refusals(plan, new) == [reason]
+        assert "; " not in reason  # the RPC's separator
+    # A target the new plan drops: its workers would run on, unused.
+    assert plan_swap.refusals(edited(plan, targets=[*plan.targets, extra]), plan) == [
+        "target `spare` is gone from the plan: its workers would run on unused, so restart "
+        "to stop them"
+    ]
 
 
 # --- the swap, with fake workers
@@ -223,7 +236,8 @@ def test_a_swap_under_load_fails_no_request_and_serves_the_new_split(plan):
 
         clients = [asyncio.create_task(client(k)) for k in range(8)]
         await asyncio.sleep(0.05)
-        new = await swap.apply(only_v2)
+        new, previous = await swap.apply(only_v2)
+        assert previous == plan.content_hash
         swapped.set()
         await asyncio.gather(*clients)
         stats = {(s.name, s.version): s.inference_count for s in new.statistics()}
@@ -272,3 +286,49 @@ def test_a_refused_or_failed_swap_leaves_the_old_plan_serving(plan):
 
     outcome = asyncio.run(asyncio.wait_for(scenario(), LIMIT_S))
     assert outcome.model == "fraud-scorer"
+
+
+def test_a_swap_takes_the_workers_changed_while_it_probed_and_a_cancelled_one_leaves_nothing(plan):
+    created: list[Gateway] = []
+
+    async def scenario():
+        fleet = Fleet()
+        make_gateway = make(fleet)
+
+        def recording(plan, probe_first=frozenset()):
+            created.append(make_gateway(plan, probe_first))
+            return created[-1]
+
+        gateway = make_gateway(plan)
+        await gateway.start()
+        gateway.set_replicas("laptop", ["w0"])
+        assert await gateway.placement_checked(LIMIT_S)
+        swap = PlanSwap(gateway, make_gateway=recording)
+        slow = asyncio.Event()
+        answer = Echo.health
+
+        async def held_health(self, *, timeout=None):
+            await slow.wait()
+            return await answer(self, timeout=timeout)
+
+        Echo.health = held_health  # the new gateway's first probes wait
+        try:
+            applying = asyncio.create_task(swap.apply(with_split(plan, 50, 50)))
+            await asyncio.sleep(0.05)
+            gateway.set_replicas("laptop", ["w0", "w1"])  # a worker came up meanwhile
+            slow.set()
+            new, _ = await applying
+            assert new.endpoints()["laptop"] == ["w0", "w1"]
+
+            slow.clear()
+            cancelled = asyncio.create_task(swap.apply(with_split(plan, 60, 40)))
+            await asyncio.sleep(0.05)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+        finally:
+            Echo.health = answer
+        assert swap.gateway is new and created[-1] is not new and created[-1].draining
+        await swap.drain(1.0)
+
+    asyncio.run(asyncio.wait_for(scenario(), LIMIT_S))

@@ -202,18 +202,25 @@ def test_the_example_spec_folder_resolves_relative_paths(tls_files, tmp_path):
     ],
 )
 def test_without_admin_tokens_only_local_callers_may_apply(peer, local):
-    refusal = security.admin_refusal(None, "Bearer any", peer)
+    refusal = security.admin_refusal(None, "Bearer any", peer, trust_loopback=True)
     assert (refusal is None) == local
     if not local:
         assert "callers on the gateway's host only" in refusal and "--admin-tokens-env" in refusal
+    # A gateway with `auth` expects remote callers, and a mesh sidecar makes them
+    # loopback ones: only its unix socket is trusted then.
+    strict = security.admin_refusal(None, "Bearer any", peer, trust_loopback=False)
+    assert (strict is None) == peer.startswith("unix:")
 
 
 def test_with_admin_tokens_every_caller_needs_one():
     admin = Tokens(["adm-1"], "$ADMIN")
-    assert security.admin_refusal(admin, "Bearer adm-1", "ipv4:10.0.0.5:1") is None
-    assert security.admin_refusal(admin, "Bearer inference-token", "unix:/x") == (
-        "this call needs an admin token: the bearer token is not accepted"
+    assert (
+        security.admin_refusal(admin, "Bearer adm-1", "ipv4:10.0.0.5:1", trust_loopback=False)
+        is None
     )
+    assert security.admin_refusal(
+        admin, "Bearer inference-token", "unix:/x", trust_loopback=True
+    ) == ("this call needs an admin token: the bearer token is not accepted")
     both = Tokens(["inference-token"], "$T") | admin
     assert both.refusal("Bearer adm-1") is None and both.refusal("Bearer inference-token") is None
     assert len(both) == 2
