@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-import re
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -16,11 +15,11 @@ from inferplane.cli.spec_input import compile_spec, read_text
 from inferplane.compiler import render
 from inferplane.compiler.diff import diff_plans, render_diff
 from inferplane.compiler.fmt import format_text
+from inferplane.compiler.passes.field_reader import is_address
 from inferplane.compiler.plan import Plan, load_plan
 from inferplane.compiler.review import ANSI, PLAIN, render_plan
 
 OK, ERRORS, CHANGES = 0, 1, 2
-_HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d+$")
 
 
 def check(args: argparse.Namespace, console: Console) -> int:
@@ -87,7 +86,7 @@ def _is_address(against: str) -> bool:
     """HOST:PORT or unix:PATH, and no file of that name (a file wins)."""
     if Path(against).exists():
         return False
-    return against.startswith("unix:") or _HOST_PORT.match(against) is not None
+    return is_address(against)
 
 
 def _load_against(args: argparse.Namespace, console: Console) -> Plan | None:

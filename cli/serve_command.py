@@ -30,7 +30,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import shutil
 import signal
 import sys
@@ -40,7 +39,7 @@ from pathlib import Path
 from inferplane.backends import event_loop, host_location
 from inferplane.cli.console import Console, configure_logging
 from inferplane.cli.spec_input import compile_for_running
-from inferplane.compiler.passes.field_reader import HOST_PORT
+from inferplane.compiler.passes.field_reader import is_address
 
 OK, ERRORS = 0, 1
 READY_TIMEOUT_S = 120.0  # the longest the workers may take to load their models
@@ -327,7 +326,7 @@ def parse_remote(values: list[str], targets: list[str]) -> dict[str, list[str]]:
             raise ValueError(f"target `{target}` is given twice; list its addresses once")
         endpoints = [a.strip() for a in addresses.split(",") if a.strip()]
         for endpoint in endpoints:
-            if not (HOST_PORT.match(endpoint) or re.fullmatch(r"unix:.+", endpoint)):
+            if not is_address(endpoint):
                 raise ValueError(f"`{endpoint}` is not HOST:PORT or unix:PATH (target `{target}`)")
         remote[target] = list(dict.fromkeys(endpoints))
     return remote

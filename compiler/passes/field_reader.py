@@ -33,6 +33,12 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})\Z")
 
 
+def is_address(text: str) -> bool:
+    """HOST:PORT or unix:PATH: the language's ADDRESS (docs/language.md), which the
+    CLI's address options take too."""
+    return HOST_PORT.match(text) is not None or (text.startswith("unix:") and len(text) > 5)
+
+
 def describe(value: Value) -> str:
     kind = {
         Word: "name",
@@ -190,7 +196,7 @@ class FieldReader:
 
     def address(self, value: Value, what: str) -> ast.Spanned[str]:
         text = self.string(value, what)
-        if not HOST_PORT.match(text.value) and not re.match(r"unix:.+", text.value):
+        if not is_address(text.value):
             raise self.wrong(
                 value.span,
                 f"{what} `{text.value}` is not HOST:PORT",
