@@ -173,13 +173,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
     run_dir = tempfile.mkdtemp(prefix="infc-serve-")  # short: unix socket paths are limited
     try:
         return event_loop.run(
-            _serve(args, console, compilation.plan, Gateway, start_server, run_dir)
+            _serve(
+                args, console, compilation.plan, compilation.text, Gateway, start_server, run_dir
+            )
         )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-async def _serve(args, console: Console, plan, gateway_class, start_server, run_dir: str) -> int:
+async def _serve(
+    args, console: Console, plan, spec_text: str, gateway_class, start_server, run_dir: str
+) -> int:
     from inferplane.gateway.security import describe as describe_security
     from inferplane.gateway.supervisor import Supervisor, WorkersFailed
 
@@ -213,9 +217,15 @@ async def _serve(args, console: Console, plan, gateway_class, start_server, run_
     gateway = make_gateway(plan)
     # `infc apply` replaces the gateway; whoever holds it follows the swap.
     swap = PlanSwap(gateway, make_gateway=make_gateway, grace_s=args.grace)
+    # The workers compile the spec as the gateway did, even if the file is edited
+    # later (a worker restarted after a crash compiles it again): a copy in the
+    # run folder, its relative paths still starting at the spec's own folder.
+    snapshot = Path(run_dir) / Path(args.spec).name
+    snapshot.write_text(spec_text, encoding="utf-8")
     supervisor = Supervisor(
         plan,
-        args.spec,
+        snapshot,
+        base_dir=Path(args.spec).resolve().parent,
         cpu_fallback=args.cpu_fallback,
         location=args.location,
         run_dir=run_dir,

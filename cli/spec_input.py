@@ -19,21 +19,24 @@ def read_text(path: str, console: Console) -> str | None:
         return None
 
 
-def compile_spec(path: str, console: Console) -> Compilation | None:
-    """The spec's compilation (model sources relative to its folder), None if unreadable."""
+def compile_spec(path: str, console: Console, base_dir: Path | None = None) -> Compilation | None:
+    """The spec's compilation, None if unreadable. Model sources are relative to
+    `base_dir`, by default the spec's folder."""
     text = read_text(path, console)
     if text is None:
         return None
-    return Compilation(text, path, Path(path).resolve().parent)
+    return Compilation(text, path, base_dir or Path(path).resolve().parent)
 
 
-def compile_for_running(path: str, console: Console) -> Compilation | None:
+def compile_for_running(
+    path: str, console: Console, base_dir: Path | None = None
+) -> Compilation | None:
     """For the commands that run a plan (worker, serve, profile).
 
     Every diagnostic goes to stderr, warnings included; None when the spec
     cannot be read or has errors, so the command exits 1 without a plan.
     """
-    compilation = compile_spec(path, console)
+    compilation = compile_spec(path, console, base_dir)
     if compilation is None:
         return None
     found = compilation.diagnostics

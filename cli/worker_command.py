@@ -86,6 +86,13 @@ def add_parser(subparsers: argparse._SubParsersAction, parents: list[argparse.Ar
         "signed (mutual TLS)",
     )
     worker.add_argument(
+        "--base-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the spec's relative paths (models, caches) start (default: the spec's "
+        "folder); `infc serve` runs its workers on a copy of the spec it compiled",
+    )
+    worker.add_argument(
         "--health-listen",
         metavar="ADDR",
         help="also serve grpc.health.v1 alone, in plaintext, at HOST:PORT or unix:PATH "
@@ -135,10 +142,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     except ValueError as error:
         console.error(f"infc: {error}")
         return ERRORS
-    compilation = compile_for_running(args.spec, console)
+    base_dir = args.base_dir.resolve() if args.base_dir else Path(args.spec).resolve().parent
+    compilation = compile_for_running(args.spec, console, base_dir)
     if compilation is None:
         return ERRORS
-    base_dir = Path(args.spec).resolve().parent
     try:
         core = WorkerCore(
             compilation.plan,

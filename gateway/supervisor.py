@@ -200,6 +200,7 @@ class Supervisor:
         worker_grace_s: float | None = None,
         python: str = sys.executable,
         remote: Collection[str] = (),
+        base_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self._clock = clock
         self._spawn = spawn
@@ -224,6 +225,8 @@ class Supervisor:
                     argv += ["--location", location]
                 if worker_grace_s is not None:
                     argv += ["--grace", str(worker_grace_s)]
+                if base_dir is not None:  # the spec is a copy: its paths start there
+                    argv += ["--base-dir", str(Path(base_dir).resolve())]
                 argv += ["--parent-pid", str(os.getpid())]  # backends/parent_watch.py
                 self._slots.append(_Slot(target, index, tuple(argv), socket_path))
 

@@ -671,3 +671,43 @@ def test_worker_tls_options_are_checked_before_anything_starts(lab_spec: Path, t
         )
         assert done.returncode == 1 and done.stdout == "", (argv, done.stdout, done.stderr)
         assert done.stderr.startswith(says), (argv, done.stderr)
+
+
+@pytest.mark.timeout(240)
+def test_a_restarted_worker_serves_the_spec_the_gateway_compiled(lab_spec: Path, tmp_path: Path):
+    """The spec file is edited (here: broken) while serving; a worker that crashes
+    restarts on the copy `infc serve` compiled, and serves on."""
+    import grpc
+    import numpy as np
+
+    from inferplane.gateway import converters
+    from inferplane.gateway.domain import InferRequest
+    from inferplane.protos import grpc_service_pb2 as pb
+    from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
+
+    server = Server(lab_spec, tmp_path / "serve.log", "--location", "onprem:lab-1")
+    request = converters.infer_request_to_proto(
+        InferRequest("fraud-lite", "", "p0", {"features": np.ones((1, 30), np.float32)})
+    )
+    try:
+        line = server.wait_serving()
+        address = re.search(r" on (127\.0\.0\.1:\d+):", line).group(1)
+        lab_spec.write_text("this is not a spec\n", encoding="utf-8")
+        (victim,) = server.worker_pids()["box-0"]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + START_S
+        while len(server.worker_pids().get("box-0", [])) < 2:
+            assert time.monotonic() < deadline, server.stderr()
+            time.sleep(0.2)
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            deadline = time.monotonic() + START_S
+            while not stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready:
+                assert time.monotonic() < deadline, server.stderr()
+                time.sleep(0.2)
+            reply = stub.ModelInfer(request, timeout=30)
+            assert converters.infer_response_from_proto(reply)["score"].shape == (1, 2)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
+    finally:
+        server.close()

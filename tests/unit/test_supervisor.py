@@ -170,6 +170,19 @@ def test_local_targets_skip_remote_workers_and_start_at_least_one():
     assert local_targets(plan, remote={"a"}) == [("b", 1)]  # `infc serve --remote a=…`
 
 
+def test_workers_get_the_spec_copy_and_the_folder_its_paths_start_at(tmp_path: Path):
+    async def main() -> None:
+        h = Harness(tmp_path, base_dir=tmp_path / "specs")
+        await h.supervisor.start()
+        await h.supervisor.wait_ready(timeout_s=5)
+        for worker in h.spawned:
+            at = worker.argv.index("--base-dir")
+            assert worker.argv[at + 1] == str((tmp_path / "specs").resolve())
+        await h.supervisor.stop(grace_s=1)
+
+    asyncio.run(main())
+
+
 def test_remote_targets_get_no_local_worker(tmp_path: Path):
     async def main() -> None:
         plan = make_plan(("laptop", 2, []), ("box", 1, []))
