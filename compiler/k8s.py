@@ -239,23 +239,32 @@ def _port_of(address: str | None, default: int) -> int:
 
 
 def _secret_mounts(gateway: plan_mod.Gateway, options: Options) -> tuple[list, list]:
-    """(volumes, volumeMounts): the TLS Secret's keys at the paths the spec names."""
+    """(volumes, volumeMounts): the TLS Secret's keys at the paths the spec names.
+
+    Files in one folder (`certs/gateway.pem`, `certs/gateway-key.pem`) get the
+    Secret mounted as that folder, which Kubernetes updates in place when the
+    Secret is renewed, and the gateway re-reads changed files
+    (backends/tls.py). Files in several folders need one subPath mount each,
+    which Kubernetes never updates: a renewal then needs a restart."""
     if gateway.tls is None:
         return [], []
     files = [("tls.crt", gateway.tls.cert), ("tls.key", gateway.tls.key)]
     if gateway.tls.client_ca:
         files.append(("ca.crt", gateway.tls.client_ca))
-    mounts = [
-        {
-            "name": "tls",
-            "mountPath": str(PurePosixPath(WORKDIR) / path),  # an absolute path stays itself
-            "subPath": key,
-            "readOnly": True,
-        }
-        for key, path in files
-    ]
-    volumes = [{"name": "tls", "secret": {"secretName": f"{options.name}-tls"}}]
-    return volumes, mounts
+    paths = [(key, PurePosixPath(WORKDIR) / path) for key, path in files]  # absolute stays
+    folders = {path.parent for _, path in paths}
+    names = {path.name for _, path in paths}
+    secret = {"secretName": f"{options.name}-tls"}
+    if len(folders) == 1 and len(names) == len(paths):
+        (folder,) = folders
+        secret["items"] = [{"key": key, "path": path.name} for key, path in paths]
+        mounts = [{"name": "tls", "mountPath": str(folder), "readOnly": True}]
+    else:
+        mounts = [
+            {"name": "tls", "mountPath": str(path), "subPath": key, "readOnly": True}
+            for key, path in paths
+        ]
+    return [{"name": "tls", "secret": secret}], mounts
 
 
 def _gateway_objects(plan: plan_mod.Plan, local: list, options: Options) -> list:

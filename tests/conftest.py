@@ -46,6 +46,8 @@ class TlsFiles:
     client_cert: Path
     client_key: Path
     other_ca: Path
+    other_server_cert: Path  # for 127.0.0.1 and localhost too, signed by `other_ca`
+    other_server_key: Path
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +114,19 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     other_path, _ = write("other-ca", other)
     server_cert, server_key_path = write("server", server, server_key)
     client_cert, client_key_path = write("client", client, client_key)
+    other_server_key = ec.generate_private_key(ec.SECP256R1())
+    other_server = certificate(
+        "localhost", other_server_key, "another CA", other_key, ca=False, sans=sans
+    )
+    other_cert_path, other_key_path = write("other-server", other_server, other_server_key)
     return TlsFiles(
-        folder, ca_path, server_cert, server_key_path, client_cert, client_key_path, other_path
+        folder,
+        ca_path,
+        server_cert,
+        server_key_path,
+        client_cert,
+        client_key_path,
+        other_path,
+        other_cert_path,
+        other_key_path,
     )

@@ -270,3 +270,48 @@ def test_mutual_tls_wants_a_client_certificate_from_the_client_ca(tls_files):
             await stop(gateway, server)
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_renewed_certificate_is_served_to_new_connections_without_a_restart(
+    tls_files, tmp_path, caplog
+):
+    """The files are replaced on disk (as cert-manager or certbot do): new connections
+    get the new certificate; a broken replacement is logged and the one in use stays."""
+    import shutil
+
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    shutil.copy(tls_files.server_cert, folder / "gateway.pem")
+    shutil.copy(tls_files.server_key, folder / "gateway-key.pem")
+    tls = plan_module.Tls(cert="gateway.pem", key="gateway-key.pem")
+
+    async def live(address, ca: Path) -> grpc.StatusCode:
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca.read_bytes())
+        async with grpc.aio.secure_channel(address, credentials) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            code, _ = await status_of(stub.ServerLive(pb.ServerLiveRequest(), timeout=TIMEOUT_S))
+            return code
+
+    async def scenario():
+        gateway, server, address, _ = await serving(tls, None, folder)
+        try:
+            before = (await live(address, tls_files.ca), await live(address, tls_files.other_ca))
+            # Renewed: another certificate and key (here from another CA, to tell them apart).
+            shutil.copy(tls_files.other_server_key, folder / "gateway-key.pem")
+            shutil.copy(tls_files.other_server_cert, folder / "gateway.pem")
+            after = (await live(address, tls_files.ca), await live(address, tls_files.other_ca))
+            (folder / "gateway.pem").write_text("not a certificate\n")
+            broken = await live(address, tls_files.other_ca)
+            return before, after, broken
+        finally:
+            await stop(gateway, server)
+
+    with caplog.at_level("INFO", logger="inferplane.backends.tls"):
+        before, after, broken = asyncio.run(asyncio.wait_for(scenario(), 60))
+    ok, unavailable = grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE
+    assert before == (ok, unavailable)
+    assert after == (unavailable, ok)
+    assert broken == ok  # the renewed certificate stays in use
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("event=tls_reloaded" in m for m in messages), messages
+    assert any("event=tls_reload_failed" in m and "not a PEM" in m for m in messages), messages

@@ -113,15 +113,36 @@ def test_payments_gpu_resources_secrets_and_location(example_models):
         "name": "INFERPLANE_TOKENS",
         "valueFrom": {"secretKeyRef": {"name": "payments-tokens", "key": "tokens"}},
     }
-    mounts = {m["mountPath"]: m["subPath"] for m in container["volumeMounts"]}
+    # All in certs/: the Secret is that folder, which Kubernetes updates in place
+    # when it is renewed (no subPath), and the gateway re-reads changed files.
+    assert container["volumeMounts"] == [
+        {"name": "tls", "mountPath": "/srv/inferplane/certs", "readOnly": True}
+    ]
+    assert gateway["spec"]["template"]["spec"]["volumes"] == [
+        {
+            "name": "tls",
+            "secret": {
+                "secretName": "payments-tls",
+                "items": [
+                    {"key": "tls.crt", "path": "gateway.pem"},
+                    {"key": "tls.key", "path": "gateway-key.pem"},
+                    {"key": "ca.crt", "path": "ca.pem"},
+                ],
+            },
+        }
+    ]
+    # Files in several folders: one subPath mount each.
+    scattered = plan.gateway.model_copy(
+        update={"tls": plan.gateway.tls.model_copy(update={"key": "keys/gateway-key.pem"})}
+    )
+    spread = k8s.render(plan.model_copy(update={"gateway": scattered}), options("payments"))
+    (spread_gateway,) = by_kind(spread, "Deployment")
+    mounts = {m["mountPath"]: m["subPath"] for m in container_of(spread_gateway)["volumeMounts"]}
     assert mounts == {
         "/srv/inferplane/certs/gateway.pem": "tls.crt",
-        "/srv/inferplane/certs/gateway-key.pem": "tls.key",
+        "/srv/inferplane/keys/gateway-key.pem": "tls.key",
         "/srv/inferplane/certs/ca.pem": "ca.crt",
     }
-    assert gateway["spec"]["template"]["spec"]["volumes"] == [
-        {"name": "tls", "secret": {"secretName": "payments-tls"}}
-    ]
     # Behind TLS kubelet cannot speak gRPC to it: readiness is the port.
     assert "tcpSocket" in container["readinessProbe"]
     remote = container["args"][container["args"].index("--remote") + 1]
