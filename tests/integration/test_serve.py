@@ -297,6 +297,19 @@ def lab_spec(example_models: Path, tmp_path: Path) -> Path:
     return spec
 
 
+def lab_request():
+    """One row for the lab spec's `fraud-lite`, as a ModelInferRequest."""
+    import numpy as np
+
+    from inferplane.gateway import converters
+    from inferplane.gateway.domain import InferRequest
+
+    features = np.ones((1, 30), np.float32)
+    return converters.infer_request_to_proto(
+        InferRequest("fraud-lite", "", "p0", {"features": features})
+    )
+
+
 def worker_location(server: Server) -> tuple[str, str, str]:
     """What the local worker's Health says of where it runs (over its unix socket)."""
     import grpc
@@ -319,18 +332,14 @@ def test_serve_admits_only_workers_that_report_the_declared_on_prem_site(
     lab_spec: Path, tmp_path: Path, location: str, placed: bool
 ):
     import grpc
-    import numpy as np
 
     from inferplane.gateway import converters
-    from inferplane.gateway.domain import InferRequest
     from inferplane.protos import grpc_service_pb2 as pb
     from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
 
     # The flag, passed on to the worker, wins over any INFERPLANE_LOCATION here.
     server = Server(lab_spec, tmp_path / "serve.log", "--location", location)
-    request = converters.infer_request_to_proto(
-        InferRequest("fraud-lite", "", "p0", {"features": np.zeros((1, 30), np.float32)})
-    )
+    request = lab_request()
     try:
         line = server.wait_serving()
         match = re.fullmatch(
@@ -383,10 +392,8 @@ def test_serve_puts_the_spec_tls_and_tokens_in_force(
     lab_spec: Path, tmp_path: Path, tls_files, monkeypatch: pytest.MonkeyPatch
 ):
     import grpc
-    import numpy as np
 
     from inferplane.gateway import converters
-    from inferplane.gateway.domain import InferRequest
     from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
 
     (tmp_path / "certs").mkdir()
@@ -413,9 +420,7 @@ def test_serve_puts_the_spec_tls_and_tokens_in_force(
 
     monkeypatch.setenv("LAB_TOKENS", "lab-token-1 lab-token-2")
     server = Server(lab_spec, tmp_path / "serve.log", "--location", "onprem:lab-1")
-    request = converters.infer_request_to_proto(
-        InferRequest("fraud-lite", "", "p0", {"features": np.zeros((1, 30), np.float32)})
-    )
+    request = lab_request()
     try:
         line = server.wait_serving()
         match = re.fullmatch(
@@ -444,19 +449,15 @@ def test_serve_uses_remote_workers_named_on_the_command_line(
 ):
     """`--remote box=ADDR`: no local worker; the gateway serves through the one given."""
     import grpc
-    import numpy as np
 
     from inferplane.gateway import converters
-    from inferplane.gateway.domain import InferRequest
     from inferplane.protos import grpc_service_pb2 as pb
     from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
 
     worker = workers(lab_spec, "box", "127.0.0.1:0", "--location", "onprem:lab-1")
     worker.wait_ready()
     server = Server(lab_spec, tmp_path / "serve.log", "--remote", f"box={worker.address}")
-    request = converters.infer_request_to_proto(
-        InferRequest("fraud-lite", "", "p0", {"features": np.ones((1, 30), np.float32)})
-    )
+    request = lab_request()
     try:
         line = server.wait_serving()
         match = re.fullmatch(
@@ -542,11 +543,9 @@ def test_workers_over_the_network_speak_mutual_tls(
     import socket
 
     import grpc
-    import numpy as np
 
     from inferplane.backends import tls
     from inferplane.gateway import converters
-    from inferplane.gateway.domain import InferRequest
     from inferplane.gateway.errors import GatewayError
     from inferplane.gateway.worker_client import GrpcWorkerClient
     from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
@@ -611,9 +610,7 @@ def test_workers_over_the_network_speak_mutual_tls(
         "--worker-tls-key",
         str(tls_files.client_key),
     )
-    request = converters.infer_request_to_proto(
-        InferRequest("fraud-lite", "", "p0", {"features": np.ones((1, 30), np.float32)})
-    )
+    request = lab_request()
     try:
         line = server.wait_serving()
         address = re.search(r" on (127\.0\.0\.1:\d+):", line).group(1)
@@ -678,17 +675,13 @@ def test_a_restarted_worker_serves_the_spec_the_gateway_compiled(lab_spec: Path,
     """The spec file is edited (here: broken) while serving; a worker that crashes
     restarts on the copy `infc serve` compiled, and serves on."""
     import grpc
-    import numpy as np
 
     from inferplane.gateway import converters
-    from inferplane.gateway.domain import InferRequest
     from inferplane.protos import grpc_service_pb2 as pb
     from inferplane.protos import grpc_service_pb2_grpc as pb_grpc
 
     server = Server(lab_spec, tmp_path / "serve.log", "--location", "onprem:lab-1")
-    request = converters.infer_request_to_proto(
-        InferRequest("fraud-lite", "", "p0", {"features": np.ones((1, 30), np.float32)})
-    )
+    request = lab_request()
     try:
         line = server.wait_serving()
         address = re.search(r" on (127\.0\.0\.1:\d+):", line).group(1)
