@@ -85,6 +85,14 @@ Clock = Callable[[], float]
 MAX_RETRIES = 2
 
 
+# Answers that count against an availability objective: the gateway failed to
+# serve. Not the client's own errors (INVALID_ARGUMENT, NOT_FOUND, auth) nor
+# CANCELLED (the client went away).
+UNAVAILABLE_CODES = frozenset(
+    {"UNAVAILABLE", "INTERNAL", "UNKNOWN", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"}
+)
+
+
 @dataclass(frozen=True)
 class InferOutcome:
     """The answer to one request: its outputs by name, and what served it."""
@@ -350,9 +358,12 @@ class Gateway(MembershipDriver, LaneDriver):
         self.metrics.request_done(served.model, served.version, code, seconds, served.route)
         if served.key is None:
             return
-        for objective in self._models[served.key].slos.latency:
+        slos = self._models[served.key].slos
+        for objective in slos.latency:
             if seconds > objective.seconds:
                 self.metrics.slo_violation(served.key.name, objective.percentile)
+        if slos.availability_percent is not None and code in UNAVAILABLE_CODES:
+            self.metrics.slo_violation(served.key.name, "availability")
 
     async def _infer(
         self, request: domain.InferRequest, deadline: float | None, served: _Served

@@ -9,7 +9,7 @@ methods as things happen; `NullMetrics` is the do-nothing default.
     inferplane_batch_size{model,target}                   histogram: rows per batch sent
     inferplane_queue_depth{model}                         gauge: queued, all versions/shards
     inferplane_worker_up{target,replica}                  gauge: 1 live, 0 ejected or gone
-    inferplane_slo_violations_total{model,slo}            counter: slower than the objective
+    inferplane_slo_violations_total{model,slo}            counter: too slow; failed (availability)
 
 docs/operations.md explains each and how to read SLO attainment from them.
 No label ever carries a payload or a request id: the label values come from
@@ -134,7 +134,8 @@ class Metrics(NullMetrics):
         self._slo = Counter(
             "inferplane_slo_violations_total",
             "Requests slower than a latency objective of their model (slo: its percentile; "
-            "a p99 objective allows 1% of requests over it).",
+            "a p99 objective allows 1% of requests over it), or that the gateway failed to "
+            "serve, for a model with an availability objective (slo: availability).",
             ("model", "slo"),
             registry=r,
         )

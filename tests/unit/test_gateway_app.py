@@ -473,6 +473,43 @@ def test_requests_errors_batches_and_slo_violations_are_counted(plan):
     run(scenario())
 
 
+def test_failures_count_against_an_availability_objective_and_client_errors_do_not(plan):
+    from inferplane.gateway.metrics import Metrics
+
+    models = [
+        m.model_copy(update={"slos": m.slos.model_copy(update={"availability_percent": 99.9})})
+        if (m.name, m.version) == ("fraud-scorer", 2)
+        else m
+        for m in without_slos(plan).models
+    ]
+    available = plan.model_copy(update={"models": models})
+
+    async def scenario():
+        fakes, metrics = Fakes(), Metrics()
+        gateway = await started(available, fakes, "w0", metrics=metrics)
+
+        def misses(model: str) -> float:
+            labels = frozenset({"model": model, "slo": "availability"}.items())
+            return scraped(metrics).get(("inferplane_slo_violations_total", labels), 0)
+
+        await gateway.infer(fraud(version="2"), deadline=None)
+        with pytest.raises(errors.InvalidArgument):  # the client's error: not counted
+            bad = InferRequest(
+                "fraud-scorer", "2", "bad", {"features": np.zeros((1, 3), np.float32)}
+            )
+            await gateway.infer(bad, deadline=None)
+        assert misses("fraud-scorer") == 0
+        fakes("w0").fail = errors.Internal("the runtime failed")
+        with pytest.raises(errors.GatewayError):
+            await gateway.infer(fraud(version="2"), deadline=None)
+        with pytest.raises(errors.GatewayError):  # version 1 declares no availability objective
+            await gateway.infer(fraud(version="1"), deadline=None)
+        await gateway.drain(1.0)
+        return misses("fraud-scorer")
+
+    assert run(scenario()) == 1
+
+
 def test_queue_depth_and_worker_up_follow_the_fleet(plan):
     from inferplane.gateway.metrics import Metrics
 
