@@ -22,8 +22,9 @@ import grpc
 log = logging.getLogger(__name__)
 
 
-class TlsFilesError(Exception):
-    """A PEM file cannot be used; the message names it and says why."""
+class TlsFilesError(ValueError):
+    """A PEM file cannot be used; the message names it and says why. A ValueError,
+    like every other bad command-line value the CLI reports as "infc: …"."""
 
 
 def read(path: Path, what: str) -> bytes:

@@ -310,15 +310,12 @@ def _worker_credentials(args: argparse.Namespace):
         raise ValueError("--worker-tls-cert and --worker-tls-key go together")
     from inferplane.backends import tls
 
-    try:
-        return tls.channel_credentials(
-            args.worker_tls_ca,
-            args.worker_tls_cert,
-            args.worker_tls_key,
-            what=("--worker-tls-ca", "--worker-tls-cert", "--worker-tls-key"),
-        )
-    except tls.TlsFilesError as error:
-        raise ValueError(str(error)) from None
+    return tls.channel_credentials(
+        args.worker_tls_ca,
+        args.worker_tls_cert,
+        args.worker_tls_key,
+        what=("--worker-tls-ca", "--worker-tls-cert", "--worker-tls-key"),
+    )
 
 
 def parse_remote(values: list[str], targets: list[str]) -> dict[str, list[str]]:

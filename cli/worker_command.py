@@ -189,12 +189,9 @@ def _credentials(args: argparse.Namespace):
         raise ValueError("--tls-cert and --tls-key go together")
     from inferplane.backends import tls
 
-    try:
-        return tls.server_credentials(
-            args.tls_cert,
-            args.tls_key,
-            args.tls_client_ca,
-            what=("--tls-cert", "--tls-key", "--tls-client-ca"),
-        )
-    except tls.TlsFilesError as error:
-        raise ValueError(str(error)) from None
+    return tls.server_credentials(
+        args.tls_cert,
+        args.tls_key,
+        args.tls_client_ca,
+        what=("--tls-cert", "--tls-key", "--tls-client-ca"),
+    )
