@@ -51,12 +51,15 @@ class AdminServicer(pb_grpc.AdminServicer):
         *,
         trust_loopback: bool = True,
     ):
-        self.gateway = gateway
+        self._gateway = gateway
         self.swap = swap
         self.admin_tokens = admin_tokens
         self.trust_loopback = trust_loopback  # security.admin_refusal
-        if swap is not None:
-            swap.follow(lambda new: setattr(self, "gateway", new))
+
+    @property
+    def gateway(self) -> Gateway:
+        """The gateway serving now: the swap's, when there is one."""
+        return self.swap.gateway if self.swap is not None else self._gateway
 
     async def GetPlan(self, request, context: grpc.aio.ServicerContext):
         try:
