@@ -111,6 +111,11 @@ class Server:
         assert line is not None, f"infc serve closed stdout:\n{self.stderr()}"
         return line.rstrip("\n")
 
+    def sigterm(self) -> int:
+        """SIGTERM, then its exit code (within STOP_S)."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=STOP_S)
+
     def stderr(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
@@ -243,8 +248,7 @@ def test_serve_answers_the_demo_client_survives_a_worker_crash_and_drains(
         # SIGTERM: drain, stop the workers, exit 0, in bounded time.
         workers = [pid for pids in server.worker_pids().values() for pid in pids]
         started = time.monotonic()
-        server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
+        assert server.sigterm() == 0, server.stderr()
         assert time.monotonic() - started < STOP_S
         assert not [pid for pid in workers if alive(pid)]
         assert "event=workers_stopped workers=2" in server.stderr()
@@ -369,8 +373,7 @@ def test_serve_admits_only_workers_that_report_the_declared_on_prem_site(
                     "event=placement_refused target=box replica=box/0 endpoint=unix:" in log
                     and " kind=cloud site=gcp-europe source=host models=fraud-lite@1 " in log
                 ), log
-        server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
+        assert server.sigterm() == 0, server.stderr()
     finally:
         server.close()
 
@@ -437,8 +440,7 @@ def test_serve_puts_the_spec_tls_and_tokens_in_force(
                 stub.ModelInfer(request, timeout=30)
             assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "lab-token" not in server.stderr()
-        server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
+        assert server.sigterm() == 0, server.stderr()
     finally:
         server.close()
 
@@ -470,8 +472,7 @@ def test_serve_uses_remote_workers_named_on_the_command_line(
             reply = stub.ModelInfer(request, timeout=30)
             assert converters.infer_response_from_proto(reply)["score"].shape == (1, 2)
         assert "event=worker_ready" not in server.stderr()  # nothing started locally
-        server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
+        assert server.sigterm() == 0, server.stderr()
         assert worker.process.poll() is None  # a remote worker is not ours to stop
     finally:
         server.close()
@@ -526,8 +527,7 @@ def test_apply_swaps_the_plan_under_load_without_a_failed_request(demo_copy: Pat
         assert counts, output
         assert int(counts.group(1)) > 0 and int(counts.group(2)) == 0, output
         assert "event=plan_swapped" in server.stderr()
-        server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
+        assert server.sigterm() == 0, server.stderr()
     finally:
         server.close()
 
@@ -617,8 +617,7 @@ def test_workers_over_the_network_speak_mutual_tls(
         with grpc.insecure_channel(address) as channel:
             reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
             assert converters.infer_response_from_proto(reply)["score"].shape == (1, 2)
-        server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
+        assert server.sigterm() == 0, server.stderr()
     finally:
         server.close()
 
@@ -700,7 +699,6 @@ def test_a_restarted_worker_serves_the_spec_the_gateway_compiled(lab_spec: Path,
                 time.sleep(0.2)
             reply = stub.ModelInfer(request, timeout=30)
             assert converters.infer_response_from_proto(reply)["score"].shape == (1, 2)
-        server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=STOP_S) == 0, server.stderr()
+        assert server.sigterm() == 0, server.stderr()
     finally:
         server.close()
