@@ -623,41 +623,17 @@ def test_workers_over_the_network_speak_mutual_tls(
 
 
 def test_worker_tls_options_are_checked_before_anything_starts(lab_spec: Path, tls_files):
+    worker = ["worker", str(lab_spec), "--target", "box", "--listen", "127.0.0.1:0"]
+    cert = ["--tls-cert", str(tls_files.server_cert)]
     cases = [
-        (
-            [
-                "worker",
-                str(lab_spec),
-                "--target",
-                "box",
-                "--listen",
-                "127.0.0.1:0",
-                "--tls-cert",
-                str(tls_files.server_cert),
-            ],
-            "infc: --tls-cert and --tls-key go together",
-        ),
-        (
-            [
-                "worker",
-                str(lab_spec),
-                "--target",
-                "box",
-                "--listen",
-                "127.0.0.1:0",
-                "--tls-cert",
-                str(tls_files.server_cert),
-                "--tls-key",
-                str(tls_files.client_key),
-            ],
-            "infc: --tls-cert",
-        ),
+        ([*worker, *cert], "infc: --tls-cert and --tls-key go together"),
+        ([*worker, *cert, "--tls-key", str(tls_files.client_key)], "infc: --tls-cert"),
         (
             ["serve", str(lab_spec), *LISTEN, "--worker-tls-cert", str(tls_files.client_cert)],
             "infc: --worker-tls-cert and --worker-tls-key need --worker-tls-ca",
         ),
         (
-            ["serve", str(lab_spec), *LISTEN, "--worker-tls-ca", str(lab_spec.parent / "nope.pem")],
+            ["serve", str(lab_spec), *LISTEN, "--worker-tls-ca", str(lab_spec.parent / "no.pem")],
             "infc: --worker-tls-ca",
         ),
     ]
